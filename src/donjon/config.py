@@ -1,0 +1,162 @@
+"""Frozen policy objects: timeouts and cookie attributes.
+
+Policies are checked when they are built: a bad one raises
+:class:`~donjon.ConfigurationError` at start-up, not on the first request.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .errors import ConfigurationError
+
+__all__ = ["CookiePolicy", "Timeouts"]
+
+_COOKIE_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
+
+
+def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None:
+        if allow_none:
+            return
+        raise ConfigurationError(f"{name} is required")
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """When sessions end.
+
+    The defaults follow NIST SP 800-63B rev 3 for AAL2 (30 minutes idle,
+    12 hours absolute); :meth:`aal2_rev4` and :meth:`aal3` give the other
+    presets. The absolute timeout is definite: it is signed into the token at
+    login and no renewal extends it. Activity resets only the idle timer.
+    """
+
+    idle: float | None = 30 * 60
+    """Seconds of inactivity after which the session is IDLE_EXPIRED; ``None`` disables."""
+    absolute: float = 12 * 3600
+    """Seconds from login after which the token is EXPIRED, whatever the activity."""
+    touch_interval: float | None = None
+    """How stale the store's last-seen time may get before a request refreshes it.
+
+    Refreshing on every request would cost a store write per request; by
+    default it is refreshed once ``idle / 10`` (at most 60 s) has passed, so
+    the idle timeout is enforced to within that slack.
+    """
+
+    def __post_init__(self) -> None:
+        _positive("idle", self.idle, allow_none=True)
+        _positive("absolute", self.absolute)
+        _positive("touch_interval", self.touch_interval, allow_none=True)
+        if self.absolute > 400 * 24 * 3600:
+            raise ConfigurationError("absolute must be at most 400 days (the browsers' cap)")
+        if self.idle is not None and self.idle > self.absolute:
+            raise ConfigurationError("idle must not exceed absolute")
+
+    @property
+    def touch_every(self) -> float:
+        """The effective last-seen refresh interval in seconds."""
+        if self.touch_interval is not None:
+            return self.touch_interval
+        if self.idle is None:
+            return 3600.0
+        return min(60.0, self.idle / 10)
+
+    @classmethod
+    def aal2(cls) -> Timeouts:
+        """NIST SP 800-63B rev 3, AAL2: 30 minutes idle, 12 hours absolute."""
+        return cls(idle=30 * 60, absolute=12 * 3600)
+
+    @classmethod
+    def aal2_rev4(cls) -> Timeouts:
+        """NIST SP 800-63B-4, AAL2: 1 hour idle, 24 hours absolute."""
+        return cls(idle=3600, absolute=24 * 3600)
+
+    @classmethod
+    def aal3(cls) -> Timeouts:
+        """NIST SP 800-63B, AAL3: 15 minutes idle, 12 hours absolute."""
+        return cls(idle=15 * 60, absolute=12 * 3600)
+
+
+SameSite = Literal["lax", "strict", "none"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CookiePolicy:
+    """The attributes of the session cookie, secure by default.
+
+    With the defaults the cookie is ``__Host-donjon``: ``Secure``,
+    ``HttpOnly``, ``SameSite=Lax``, ``Path=/``, no ``Domain``, and a
+    ``Max-Age`` equal to the token's remaining life. The ``__Host-`` prefix is
+    added only when the rules allow it (secure, path ``/``, no domain).
+    """
+
+    name: str = "donjon"
+    """Base cookie name; a generic name that does not fingerprint the framework."""
+    secure: bool = True
+    http_only: bool = True
+    same_site: SameSite = "lax"
+    path: str = "/"
+    domain: str | None = None
+    host_prefix: bool = True
+    """Add ``__Host-`` to the name when secure, path ``/`` and no domain."""
+    persistent: bool = True
+    """Send ``Max-Age``; ``False`` makes a browser-session cookie."""
+
+    def __post_init__(self) -> None:
+        if not _COOKIE_NAME_RE.fullmatch(self.name) or self.name.startswith("__"):
+            raise ConfigurationError(
+                f"cookie name {self.name!r} must be a plain token (prefixes are added for you)"
+            )
+        if self.same_site not in ("lax", "strict", "none"):
+            raise ConfigurationError("same_site must be 'lax', 'strict' or 'none'")
+        if self.same_site == "none" and not self.secure:
+            raise ConfigurationError(
+                "same_site='none' requires secure=True (browsers reject it otherwise)"
+            )
+        if not self.path.startswith("/") or any(c in self.path for c in ";\r\n\x00 "):
+            raise ConfigurationError("path must start with '/' and hold no ';', space or CR/LF")
+        if self.domain is not None and (
+            not self.domain or any(c in self.domain for c in ";\r\n\x00 ,")
+        ):
+            raise ConfigurationError("domain must be a plain host name")
+
+    @property
+    def cookie_name(self) -> str:
+        """The name actually used, with ``__Host-`` or ``__Secure-`` when they apply."""
+        if self.secure and self.host_prefix and self.path == "/" and self.domain is None:
+            return f"__Host-{self.name}"
+        if self.secure:
+            return f"__Secure-{self.name}"
+        return self.name
+
+    def header(self, value: str, *, max_age: int | None) -> str:
+        """Return a ``Set-Cookie`` header value for ``value``.
+
+        Args:
+            value: The cookie value (a token; cookie-safe by construction).
+            max_age: Seconds the browser keeps the cookie; ``0`` deletes it;
+                ``None`` makes a browser-session cookie.
+        """
+        parts = [f"{self.cookie_name}={value}", f"Path={self.path}"]
+        if self.domain is not None:
+            parts.append(f"Domain={self.domain}")
+        if max_age is not None:
+            parts.append(f"Max-Age={max(0, int(max_age))}")
+            if max_age <= 0:
+                parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+        if self.secure:
+            parts.append("Secure")
+        if self.http_only:
+            parts.append("HttpOnly")
+        parts.append(f"SameSite={self.same_site.capitalize()}")
+        return "; ".join(parts)
+
+    def clear_header(self) -> str:
+        """Return a ``Set-Cookie`` header value that deletes the cookie."""
+        return self.header("", max_age=0)

@@ -1,0 +1,324 @@
+"""The engine's logic, sans I/O: both faces (sync and async) drive this."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, final
+
+from ..config import CookiePolicy, Timeouts
+from ..core import KeyRing, TokenCodec, Verdict, VerifyResult
+from ..core._ids import record_key
+from ..errors import ConfigurationError
+from ..events import Events, VerdictEvent
+from ..session import Session
+from ..stores._base import Record, Write
+
+if TYPE_CHECKING:
+    from ..typing import Clock
+
+__all__ = ["Delete", "EngineCore", "Op", "Outcome", "Touch"]
+
+log = logging.getLogger("donjon.engine")
+
+_POST_MAC: Final = frozenset({Verdict.VALID})
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Store operation: delete a record."""
+
+    key: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """Store operation: refresh a record's last-seen time."""
+
+    key: str
+    last_seen: float
+    expires_at: float
+
+
+Op = Write | Delete | Touch
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What the response must tell the client about its cookie.
+
+    ``token`` set: send it with ``max_age``. ``clear``: delete the cookie.
+    Neither: send nothing.
+    """
+
+    token: str | None = None
+    max_age: int | None = None
+    clear: bool = False
+    interrupted: bool = False
+    """The record vanished during the request (revoked or logged out elsewhere)."""
+
+    def set_cookie_header(self, policy: CookiePolicy) -> str | None:
+        """Return the ``Set-Cookie`` value for this outcome, or ``None``."""
+        if self.token is not None:
+            return policy.header(self.token, max_age=self.max_age if policy.persistent else None)
+        if self.clear:
+            return policy.clear_header()
+        return None
+
+
+NOTHING: Final = Outcome()
+CLEAR: Final = Outcome(clear=True)
+
+
+def session_ref(key: str) -> str:
+    """A short, non-reversible reference to a record key, for logs."""
+    return key[:12]
+
+
+@final
+class EngineCore:
+    """Everything the engine decides, with no I/O.
+
+    The faces call :meth:`verify`, then the store, then :meth:`from_record`;
+    at the end :meth:`plan` lists the store operations and the cookie outcome.
+    """
+
+    __slots__ = (
+        "codec",
+        "cookie",
+        "default_class",
+        "epoch_refresh",
+        "events",
+        "keyring",
+        "rolling",
+        "timeouts",
+        "_epochs_at",
+        "_now",
+    )
+
+    def __init__(
+        self,
+        *,
+        keyring: KeyRing,
+        timeouts: Timeouts,
+        cookie: CookiePolicy,
+        clock: Clock,
+        genid: Callable[[], str] | None,
+        skew: float,
+        rolling: bool,
+        default_class: str,
+        epoch_refresh: float,
+        events: Events,
+    ) -> None:
+        if default_class not in keyring.classes:
+            raise ConfigurationError(
+                f"default_class {default_class!r} has no keys; ring has {list(keyring.classes)}"
+            )
+        if epoch_refresh <= 0:
+            raise ConfigurationError("epoch_refresh must be > 0 seconds")
+        self.keyring = keyring
+        self.codec = TokenCodec(keyring, clock=clock, skew=skew, genid=genid)
+        self.timeouts = timeouts
+        self.cookie = cookie
+        self.rolling = rolling
+        self.default_class = default_class
+        self.epoch_refresh = epoch_refresh
+        self.events = events
+        self._epochs_at = float("-inf")
+        self._now = clock.time
+
+    def now(self) -> float:
+        """Read the engine's clock."""
+        return self._now()
+
+    # -- loading --------------------------------------------------------
+    def verify(self, token: object, binding: bytes | str | None, now: float) -> VerifyResult:
+        """Run steps 1-6 of the pipeline: no store involved."""
+        return self.codec.verify(token, binding=binding, now=now)
+
+    def epochs_stale(self, result: VerifyResult, now: float) -> bool:
+        """Whether shared epochs must be re-read before trusting ``result``.
+
+        Only a token that passed its MAC can be affected, so forged and
+        malformed cookies never cause a store call.
+        """
+        return result.verdict in _POST_MAC and now - self._epochs_at >= self.epoch_refresh
+
+    def apply_epochs(self, epochs: dict[str, float], now: float) -> None:
+        """Adopt epochs read from the shared store."""
+        for cls, epoch in epochs.items():
+            if self.keyring.get(cls) is not None:
+                self.keyring.set_epoch(cls, epoch)
+        self._epochs_at = now
+
+    def fresh(self, result: VerifyResult | None, *, verdict: Verdict | None = None) -> Session:
+        """Return a new empty session carrying the verdict of what was presented."""
+        v = verdict if verdict is not None else (result.verdict if result else Verdict.ABSENT)
+        return Session(
+            session_class=self.default_class,
+            verdict=v,
+            reason=result.reason if result else "",
+            key_id=result.key_id if result else None,
+        )
+
+    def from_record(
+        self, result: VerifyResult, token: str, record: Record | None, now: float
+    ) -> tuple[Session, list[Op]]:
+        """Turn a signature-valid token and its record into a session (step 7)."""
+        assert result.session_id is not None
+        key = record_key(result.session_id)
+        if record is None:
+            return self.fresh(result, verdict=Verdict.UNKNOWN), []
+        if record.session_class != result.session_class:
+            # Never adopt a record under another class's keys.
+            return self.fresh(result, verdict=Verdict.UNKNOWN), []
+        idle = self.timeouts.idle
+        if idle is not None and now - record.last_seen > idle:
+            return self.fresh(result, verdict=Verdict.IDLE_EXPIRED), [Delete(key)]
+        try:
+            data = {k: json.loads(v) for k, v in record.fields.items()}
+        except (ValueError, TypeError):
+            log.error("session record %s cannot be decoded; treated as missing", key[:12])
+            return self.fresh(result, verdict=Verdict.UNKNOWN), []
+        session = Session(
+            data=data,
+            raw=record.fields,
+            session_id=result.session_id,
+            session_class=record.session_class,
+            user_id=record.user_id,
+            verdict=Verdict.VALID,
+            key_id=result.key_id,
+            token=token,
+            created_at=record.created_at,
+            last_seen=record.last_seen,
+            expires_at=result.expires_at,
+        )
+        ck = self.keyring.get(record.session_class)
+        if ck is not None and ck.current != result.key_id:
+            # Signed with an older key still in its grace period: re-sign it.
+            session.reissue()
+        return session, []
+
+    def event(
+        self,
+        session: Session,
+        *,
+        client: str | None,
+        path: str | None,
+        now: float,
+    ) -> VerdictEvent:
+        """Build the verdict event of a loaded session."""
+        ref = session_ref(record_key(session.id)) if session.id else None
+        return VerdictEvent(
+            verdict=session.verdict,
+            reason=session.reason,
+            session_class=session.session_class if session.verdict is Verdict.VALID else None,
+            key_id=session.key_id,
+            client=client,
+            path=path,
+            session_ref=ref,
+            time=now,
+        )
+
+    # -- committing -----------------------------------------------------
+    def _store_expiry(self, absolute_at: float, now: float) -> float:
+        idle = self.timeouts.idle
+        return absolute_at if idle is None else min(absolute_at, now + idle)
+
+    def _issue(
+        self, session: Session, sid: str, absolute_at: float, now: float,
+        binding: bytes | str | None,
+    ) -> Outcome:
+        ttl = absolute_at - now
+        if ttl <= 0:
+            return CLEAR
+        token = self.codec.issue(
+            session_class=session.session_class, ttl=ttl, session_id=sid,
+            binding=binding, now=now,
+        )
+        session.token = token
+        return Outcome(token=token, max_age=int(ttl))
+
+    def plan(
+        self,
+        session: Session,
+        *,
+        presented: bool,
+        binding: bytes | str | None,
+        now: float,
+    ) -> tuple[list[Op], Outcome]:
+        """List the store operations and cookie outcome that end a request.
+
+        Args:
+            session: The request's session.
+            presented: Whether the request carried a session cookie at all.
+            binding: The context to bind a newly issued token to.
+            now: The commit time.
+        """
+        ops: list[Op] = []
+        old_key = record_key(session.id) if session.id is not None else None
+        if session.destroyed:
+            if old_key is not None:
+                ops.append(Delete(old_key))
+            if session.previous_id is not None and session.previous_id != session.id:
+                ops.append(Delete(record_key(session.previous_id)))
+            return ops, (CLEAR if presented or old_key else NOTHING)
+
+        if session.is_new:
+            if not session.modified and not session.regenerated:
+                # An untouched new session costs nothing: no record, no cookie.
+                return ops, (CLEAR if presented else NOTHING)
+            if session.regenerated and old_key is not None:
+                ops.append(Delete(old_key))
+            sid = self.codec.new_session_id()
+            created = session.created_at if session.created_at is not None else now
+            absolute_at = created + self.timeouts.absolute
+            if absolute_at <= now:
+                return ops, CLEAR
+            ops.append(
+                Write(
+                    key=record_key(sid),
+                    fields=session.all_fields(),
+                    session_class=session.session_class,
+                    user_id=session.user_id,
+                    created_at=created,
+                    last_seen=now,
+                    expires_at=self._store_expiry(absolute_at, now),
+                    create=True,
+                )
+            )
+            session.id, session.created_at, session.last_seen = sid, created, now
+            session.expires_at = absolute_at
+            return ops, self._issue(session, sid, absolute_at, now, binding)
+
+        assert old_key is not None and session.id is not None
+        absolute_at = (
+            session.expires_at
+            if session.expires_at is not None
+            else now + self.timeouts.absolute
+        )
+        changed, deleted = session.changes()
+        if changed or deleted or session.user_changed:
+            ops.append(
+                Write(
+                    key=old_key,
+                    fields=changed,
+                    deleted=deleted,
+                    session_class=session.session_class,
+                    user_id=session.user_id,
+                    created_at=session.created_at if session.created_at is not None else now,
+                    last_seen=now,
+                    expires_at=self._store_expiry(absolute_at, now),
+                    create=False,
+                )
+            )
+        elif session.last_seen is None or now - session.last_seen >= self.timeouts.touch_every:
+            ops.append(Touch(old_key, now, self._store_expiry(absolute_at, now)))
+        if session.wants_reissue or self.rolling:
+            return ops, self._issue(session, session.id, absolute_at, now, binding)
+        return ops, NOTHING

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from ..config import CookiePolicy, Timeouts
+from ..core import KeyRing, SystemClock
+from ..events import EventHook, Events
+from ._logic import EngineCore
+
+if TYPE_CHECKING:
+    from ..typing import Clock
+
+
+def build_core(
+    *,
+    keyring: KeyRing,
+    timeouts: Timeouts | None,
+    cookie: CookiePolicy | None,
+    clock: Clock | None,
+    genid: Callable[[], str] | None,
+    skew: float,
+    rolling: bool,
+    default_class: str,
+    epoch_refresh: float,
+    events: Events | Iterable[EventHook] | None,
+) -> EngineCore:
+    """Check the options shared by both engine faces and build their logic."""
+    return EngineCore(
+        keyring=keyring,
+        timeouts=timeouts or Timeouts(),
+        cookie=cookie or CookiePolicy(),
+        clock=clock or SystemClock(),
+        genid=genid,
+        skew=skew,
+        rolling=rolling,
+        default_class=default_class,
+        epoch_refresh=epoch_refresh,
+        events=events if isinstance(events, Events) else Events(events or ()),
+    )

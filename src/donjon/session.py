@@ -1,0 +1,253 @@
+"""The :class:`Session`: a mapping that knows what a request changed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, final
+
+from .core import Verdict
+
+if TYPE_CHECKING:
+    from .typing import JSONValue
+
+__all__ = ["Session"]
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@final
+class Session(MutableMapping[str, "JSONValue"]):
+    """One client's session data, plus what Donjon knows about its cookie.
+
+    Keys are strings, values anything JSON can hold. The session tracks which
+    keys were set or deleted so that the store writes only those fields: two
+    concurrent requests that change different keys both persist. A list or
+    dict read from the session and then changed in place is noticed too (it
+    is compared with its stored form at commit).
+
+    ``verdict`` says what the presented cookie was found to be; anything but
+    ``VALID`` means this is a fresh, empty session (a bad cookie is never
+    adopted).
+
+    Not guaranteed: two requests that change the *same* key concurrently
+    keep the last writer's value.
+    """
+
+    __slots__ = (
+        "_changed",
+        "_data",
+        "_deleted",
+        "_destroyed",
+        "_raw",
+        "_read_mutable",
+        "_regenerated",
+        "created_at",
+        "expires_at",
+        "id",
+        "last_seen",
+        "previous_id",
+        "session_class",
+        "token",
+        "user_id",
+        "_user_changed",
+        "verdict",
+        "reason",
+        "key_id",
+        "_reissue",
+    )
+
+    def __init__(
+        self,
+        *,
+        data: Mapping[str, Any] | None = None,
+        raw: Mapping[str, str] | None = None,
+        session_id: str | None = None,
+        session_class: str = "user",
+        user_id: str | None = None,
+        verdict: Verdict = Verdict.ABSENT,
+        reason: str = "",
+        key_id: str | None = None,
+        token: str | None = None,
+        created_at: float | None = None,
+        last_seen: float | None = None,
+        expires_at: float | None = None,
+    ) -> None:
+        self._data: dict[str, Any] = dict(data or {})
+        self._raw: dict[str, str] = dict(raw or {})
+        self._changed: set[str] = set()
+        self._deleted: set[str] = set()
+        self._read_mutable: set[str] = set()
+        self._destroyed = False
+        self._regenerated = False
+        self._user_changed = False
+        self._reissue = False
+        self.id: str | None = session_id
+        """The session id; ``None`` until a new session is first saved."""
+        self.previous_id: str | None = None
+        self.session_class = session_class
+        """The session class (e.g. ``"user"``, ``"admin"``): which keys sign it."""
+        self.user_id = user_id
+        """The logged-in user, if any; indexes the session for "log out everywhere"."""
+        self.verdict = verdict
+        """The verdict of the cookie that came with the request."""
+        self.reason = reason
+        """The internal reason behind a non-valid verdict (for logs only)."""
+        self.key_id = key_id
+        self.token = token
+        """The token presented (for a valid session) or issued at commit."""
+        self.created_at = created_at
+        self.last_seen = last_seen
+        self.expires_at = expires_at
+
+    # -- mapping --------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        value = self._data[key]
+        if isinstance(value, (list, dict)):
+            self._read_mutable.add(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        try:
+            _dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"session value for {key!r} is not JSON-serializable: {exc}"
+            ) from None
+        self._data[key] = value
+        self._changed.add(key)
+        self._deleted.discard(key)
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+        self._changed.discard(key)
+        self._read_mutable.discard(key)
+        self._deleted.add(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __repr__(self) -> str:
+        return (
+            f"Session(class={self.session_class!r}, verdict={self.verdict.value!r}, "
+            f"keys={sorted(self._data)!r})"
+        )
+
+    # -- life cycle -----------------------------------------------------
+    @property
+    def is_new(self) -> bool:
+        """Whether no record exists for this session yet."""
+        return self.id is None or self._regenerated
+
+    @property
+    def modified(self) -> bool:
+        """Whether this request changed anything that must be saved."""
+        return bool(
+            self._changed
+            or self._deleted
+            or self._regenerated
+            or self._user_changed
+            or self.dirty_keys()
+        )
+
+    @property
+    def destroyed(self) -> bool:
+        """Whether :meth:`destroy` was called."""
+        return self._destroyed
+
+    @property
+    def regenerated(self) -> bool:
+        """Whether :meth:`regenerate` was called."""
+        return self._regenerated
+
+    def regenerate(self) -> None:
+        """Give the session a new id and token at commit, keeping its data.
+
+        The old id dies at once (its record is deleted at commit): call this on
+        login and on any change of privilege, against session fixation.
+        """
+        if self.id is not None and not self._regenerated:
+            self.previous_id = self.id
+        self._regenerated = True
+
+    def login(self, user_id: str, *, session_class: str | None = None) -> None:
+        """Mark the session as authenticated as ``user_id`` and regenerate it.
+
+        A login is a new authentication: the absolute timeout starts again.
+        ``session_class`` switches the class (e.g. to ``"admin"``).
+        """
+        if not isinstance(user_id, str) or not user_id:
+            raise ValueError("user_id must be a non-empty str")
+        self.user_id = user_id
+        self._user_changed = True
+        if session_class is not None:
+            self.session_class = session_class
+        self.created_at = None
+        self.regenerate()
+
+    def logout(self) -> None:
+        """End the session: same as :meth:`destroy`."""
+        self.destroy()
+
+    def destroy(self) -> None:
+        """Delete the session's record at commit and clear the cookie."""
+        self._destroyed = True
+        self._data.clear()
+        self._changed.clear()
+        self._deleted.clear()
+        self._read_mutable.clear()
+
+    def mark_changed(self, key: str) -> None:
+        """Force ``key`` to be written at commit."""
+        if key not in self._data:
+            raise KeyError(key)
+        self._changed.add(key)
+
+    def reissue(self) -> None:
+        """Send a freshly signed token at commit (e.g. after a key rotation)."""
+        self._reissue = True
+
+    # -- for the engine -------------------------------------------------
+    @property
+    def wants_reissue(self) -> bool:
+        """Whether the engine should sign a new token for the same id."""
+        return self._reissue
+
+    @property
+    def user_changed(self) -> bool:
+        """Whether the user id was set during this request."""
+        return self._user_changed
+
+    def dirty_keys(self) -> set[str]:
+        """Keys read as list/dict whose value no longer matches the stored JSON."""
+        dirty = set()
+        for key in self._read_mutable - self._changed:
+            if key in self._data and _dumps(self._data[key]) != self._raw.get(key):
+                dirty.add(key)
+        return dirty
+
+    def changes(self) -> tuple[dict[str, str], frozenset[str]]:
+        """Return (changed key -> JSON text, deleted keys) for a field-level save."""
+        keys = self._changed | self.dirty_keys()
+        return (
+            {k: _dumps(self._data[k]) for k in keys if k in self._data},
+            frozenset(self._deleted),
+        )
+
+    def all_fields(self) -> dict[str, str]:
+        """Return every key as JSON text (for a full write of a new record)."""
+        return {k: _dumps(v) for k, v in self._data.items()}
+
+    def data(self) -> dict[str, Any]:
+        """Return a shallow copy of the session data."""
+        return dict(self._data)

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "AsyncStore",
+    "Record",
+    "SessionInfo",
+    "Store",
+    "SupportsPurge",
+    "Write",
+    "as_async",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """A session record as a store returns it.
+
+    ``fields`` maps each session key to its value as JSON text; the engine
+    decodes it. ``expires_at`` is when the store may forget the record (the
+    earlier of the absolute expiry and the idle deadline at last touch).
+    """
+
+    fields: Mapping[str, str]
+    session_class: str
+    user_id: str | None
+    created_at: float
+    last_seen: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Write:
+    """One field-level save of a session record.
+
+    With ``create`` the record is written whole (replacing any old one).
+    Without it, ``fields`` are set and ``deleted`` removed on the existing
+    record only; a record that no longer exists is not brought back.
+    """
+
+    key: str
+    fields: Mapping[str, str]
+    deleted: frozenset[str] = field(default_factory=frozenset)
+    session_class: str
+    user_id: str | None
+    created_at: float
+    last_seen: float
+    expires_at: float
+    create: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionInfo:
+    """What a listing of a user's sessions shows (never the id or a cookie)."""
+
+    key: str
+    """The record key (a hash of the id): usable to revoke, useless as a cookie."""
+    session_class: str
+    user_id: str | None
+    created_at: float
+    last_seen: float
+    expires_at: float
+
+
+class Store(Protocol):
+    """The contract every synchronous session store fulfils.
+
+    ``donjon.testing.check_store`` checks it. Every method raises
+    :class:`~donjon.StoreUnavailable` when the backend is down or too slow,
+    and never leaves a half-written record.
+    """
+
+    def load(self, key: str) -> Record | None:
+        """Return the record stored under ``key``, or ``None`` (missing or expired)."""
+        ...
+
+    def write(self, write: Write) -> bool:
+        """Save a record; return ``False`` when an update found no record."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete a record (and its place in its user's index); no error if missing."""
+        ...
+
+    def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
+        """Refresh a record's last-seen time and storage expiry, if it exists."""
+        ...
+
+    def sessions_of(self, user_id: str) -> list[SessionInfo]:
+        """List the live sessions of a user."""
+        ...
+
+    def revoke_user(self, user_id: str) -> int:
+        """Delete every session of a user ("log out everywhere"); return how many."""
+        ...
+
+    def epochs(self) -> dict[str, float]:
+        """Return the shared class epochs (kill switch) known to the store."""
+        ...
+
+    def raise_epoch(self, session_class: str, epoch: float) -> float:
+        """Move a class epoch forward (never back); return the stored epoch."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class AsyncStore(Protocol):
+    """The asynchronous twin of :class:`Store`: same methods, awaited."""
+
+    async def load(self, key: str) -> Record | None: ...  # noqa: D102
+    async def write(self, write: Write) -> bool: ...  # noqa: D102
+    async def delete(self, key: str) -> None: ...  # noqa: D102
+    async def touch(  # noqa: D102
+        self, key: str, *, last_seen: float, expires_at: float
+    ) -> None: ...
+    async def sessions_of(self, user_id: str) -> list[SessionInfo]: ...  # noqa: D102
+    async def revoke_user(self, user_id: str) -> int: ...  # noqa: D102
+    async def epochs(self) -> dict[str, float]: ...  # noqa: D102
+    async def raise_epoch(self, session_class: str, epoch: float) -> float: ...  # noqa: D102
+    async def close(self) -> None: ...  # noqa: D102
+
+
+@runtime_checkable
+class SupportsPurge(Protocol):
+    """A store whose backend has no TTL and needs expired records purged."""
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete expired records; return how many."""
+        ...
+
+
+class _ThreadedAsync:
+    """Run a blocking :class:`Store` in worker threads behind the async API."""
+
+    __slots__ = ("_inline", "sync")
+
+    def __init__(self, store: Store, *, inline: bool) -> None:
+        self.sync = store
+        self._inline = inline
+
+    async def _call(self, fn: object, *args: object, **kwargs: object) -> object:
+        assert callable(fn)
+        if self._inline:
+            return fn(*args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def load(self, key: str) -> Record | None:
+        return await self._call(self.sync.load, key)  # type: ignore[return-value]
+
+    async def write(self, write: Write) -> bool:
+        return await self._call(self.sync.write, write)  # type: ignore[return-value]
+
+    async def delete(self, key: str) -> None:
+        await self._call(self.sync.delete, key)
+
+    async def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
+        await self._call(self.sync.touch, key, last_seen=last_seen, expires_at=expires_at)
+
+    async def sessions_of(self, user_id: str) -> list[SessionInfo]:
+        return await self._call(self.sync.sessions_of, user_id)  # type: ignore[return-value]
+
+    async def revoke_user(self, user_id: str) -> int:
+        return await self._call(self.sync.revoke_user, user_id)  # type: ignore[return-value]
+
+    async def epochs(self) -> dict[str, float]:
+        return await self._call(self.sync.epochs)  # type: ignore[return-value]
+
+    async def raise_epoch(self, session_class: str, epoch: float) -> float:
+        return await self._call(  # type: ignore[return-value]
+            self.sync.raise_epoch, session_class, epoch
+        )
+
+    async def close(self) -> None:
+        await self._call(self.sync.close)
+
+
+def as_async(store: Store | AsyncStore) -> AsyncStore:
+    """Return an :class:`AsyncStore` for any store.
+
+    An async store is returned as is. A blocking sync store runs in worker
+    threads; a store that declares ``blocking = False`` (such as
+    :class:`~donjon.stores.MemoryStore`) is called inline.
+    """
+    if asyncio.iscoroutinefunction(getattr(store, "load", None)):
+        return store  # type: ignore[return-value]
+    inline = not getattr(store, "blocking", True)
+    return _ThreadedAsync(store, inline=inline)  # type: ignore[arg-type]
