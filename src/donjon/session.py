@@ -57,6 +57,7 @@ class Session(MutableMapping[str, "JSONValue"]):
         "reason",
         "key_id",
         "_reissue",
+        "retry_after",
     )
 
     def __init__(
@@ -101,6 +102,8 @@ class Session(MutableMapping[str, "JSONValue"]):
         self.created_at = created_at
         self.last_seen = last_seen
         self.expires_at = expires_at
+        self.retry_after: float | None = None
+        """For LOCKED_OUT: seconds until the client may try again."""
 
     # -- mapping --------------------------------------------------------
     def __getitem__(self, key: str) -> Any:

@@ -1,0 +1,82 @@
+"""Reading the session cookie out of request headers, with defined edge cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, final
+
+__all__ = ["MAX_COOKIE_HEADER", "CookieLookup", "find_cookie"]
+
+MAX_COOKIE_HEADER: Final = 16 * 1024
+"""Cookie headers longer than this (all joined) are not parsed at all."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CookieLookup:
+    """The session cookie found in a request, or why none was usable."""
+
+    value: str | None
+    """The first value of the cookie, or ``None`` when absent or unusable."""
+    problem: str | None = None
+    """``"header_too_large"``, ``"not_latin1"`` or ``"duplicate"`` (value kept)."""
+
+    @property
+    def presented(self) -> bool:
+        """Whether the client sent something under the cookie's name."""
+        return self.value is not None or self.problem not in (None, "duplicate")
+
+
+ABSENT: Final = CookieLookup(None)
+
+
+def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
+    """Return the value of cookie ``name`` from raw ``Cookie`` header values.
+
+    Defined behaviour for hostile input:
+
+    * several ``Cookie`` headers (HTTP/2) are joined with ``"; "``;
+    * a joined header over :data:`MAX_COOKIE_HEADER` bytes is not parsed: the
+      result carries ``problem="header_too_large"`` and an empty value, which
+      the engine rejects as MALFORMED;
+    * pairs without ``=`` and empty names are skipped; whitespace around a
+      name or value is trimmed; the value is taken as is (no unquoting, no
+      percent-decoding: a token never needs either);
+    * when the name appears several times, the **first** value wins (RFC 6265
+      §5.4 has browsers send the most specific path first) and
+      ``problem="duplicate"`` is set.
+    """
+    parts: list[str] = []
+    total = 0
+    for raw in headers:
+        if isinstance(raw, bytes):
+            try:
+                text = raw.decode("latin-1")
+            except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+                return CookieLookup("", "not_latin1")
+        else:
+            text = raw
+        total += len(text)
+        if total > MAX_COOKIE_HEADER:
+            return CookieLookup("", "header_too_large")
+        parts.append(text)
+    if not parts:
+        return ABSENT
+    joined = "; ".join(parts) if len(parts) > 1 else parts[0]
+    if name not in joined:
+        return ABSENT
+    found: str | None = None
+    duplicate = False
+    for pair in joined.split(";"):
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip() != name:
+            continue
+        if found is None:
+            found = value.strip()
+        else:
+            duplicate = True
+            break
+    if found is None:
+        return ABSENT
+    return CookieLookup(found, "duplicate" if duplicate else None)

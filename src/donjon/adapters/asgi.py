@@ -1,0 +1,150 @@
+"""A pure ASGI middleware: Starlette, FastAPI, Litestar, Quart and any ASGI app."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, final
+
+from ..core import Verdict
+from ..engine import AsyncEngine
+from ..errors import StoreUnavailable
+from ..session import Session
+from ._common import ERROR_BODIES, ClientResolver, Proxy, response_headers
+from ._cookies import find_cookie
+
+__all__ = ["SessionMiddleware"]
+
+log = logging.getLogger("donjon.adapters")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _header(scope: Scope, name: bytes) -> list[bytes]:
+    return [v for k, v in scope.get("headers", ()) if k == name]
+
+
+async def _answer(send: Send, status: int, retry_after: float | None = None) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        (b"content-length", str(len(ERROR_BODIES[status])).encode()),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": ERROR_BODIES[status]})
+
+
+@final
+class SessionMiddleware:
+    """Loads the session before the app runs and commits it when the response starts.
+
+    The session is put in ``scope["session"]`` (so ``request.session`` works in
+    Starlette, FastAPI and Litestar); its ``.verdict`` tells what the
+    presented cookie was. At the edge:
+
+    * a locked-out client gets ``429`` with ``Retry-After``; nothing is parsed;
+    * a store that is down gives ``503`` (and nothing half-written);
+    * any other bad cookie starts a fresh anonymous session and the bad cookie
+      is cleared — never a 500, never a traceback.
+
+    Args:
+        app: The ASGI app to wrap.
+        engine: The built :class:`~donjon.engine.AsyncEngine`.
+        proxy: Trusted reverse proxies (none by default: the client is the
+            TCP peer and forwarding headers are ignored).
+        binding: Optional function of the scope returning the context the
+            session is bound to (see the binding layer).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        engine: AsyncEngine,
+        proxy: Proxy | None = None,
+        binding: Callable[[Scope], str | bytes | None] | None = None,
+    ) -> None:
+        self.app = app
+        self.engine = engine
+        self._resolver = ClientResolver(proxy)
+        self._binding = binding
+        self._cookie_name = engine.cookie.cookie_name
+
+    def client_of(self, scope: Scope) -> str | None:
+        """The guard's client key for a request: the peer, or via trusted proxies."""
+        peer = scope.get("client")
+        addr = peer[0] if peer else None
+        if not self._resolver.trusts_proxies:
+            return addr
+        xff = [v.decode("latin-1") for v in _header(scope, b"x-forwarded-for")]
+        return self._resolver.client(addr, xff)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        lookup = find_cookie(_header(scope, b"cookie"), self._cookie_name)
+        binding = self._binding(scope) if self._binding is not None else None
+        try:
+            session = await self.engine.load(
+                lookup.value,
+                binding=binding,
+                client=self.client_of(scope),
+                path=scope.get("path"),
+            )
+        except StoreUnavailable:
+            log.exception("session store unavailable while loading")
+            if scope["type"] == "http":
+                await _answer(send, 503)
+            else:
+                await send({"type": "websocket.close", "code": 1013})
+            return
+        if session.verdict is Verdict.LOCKED_OUT:
+            if scope["type"] == "http":
+                await _answer(send, 429, session.retry_after)
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        scope["session"] = session
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, self._sender(send, session, lookup.presented, binding))
+
+    def _sender(
+        self, send: Send, session: Session, presented: bool, binding: str | bytes | None
+    ) -> Send:
+        failed = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal failed
+            kind = message["type"]
+            if kind == "http.response.start":
+                try:
+                    outcome = await self.engine.commit(
+                        session, presented=presented, binding=binding
+                    )
+                except StoreUnavailable:
+                    log.exception("session store unavailable while saving")
+                    failed = True
+                    await _answer(send, 503)
+                    return
+                extra = response_headers(outcome.set_cookie_header(self.engine.cookie))
+                if extra:
+                    headers = [
+                        (k, v) for k, v in message.get("headers", ()) if k != b"cache-control"
+                    ]
+                    headers.extend((k.encode(), v.encode("latin-1")) for k, v in extra)
+                    message = {**message, "headers": headers}
+            elif failed:
+                return
+            await send(message)
+
+        return send_wrapper
