@@ -227,8 +227,10 @@ class EngineCore:
 
     # -- committing -----------------------------------------------------
     def _store_expiry(self, absolute_at: float, now: float) -> float:
+        # Records outlive their idle deadline by one more idle period, so a
+        # late request is told IDLE_EXPIRED (a user) rather than UNKNOWN.
         idle = self.timeouts.idle
-        return absolute_at if idle is None else min(absolute_at, now + idle)
+        return absolute_at if idle is None else min(absolute_at, now + 2 * idle)
 
     def _issue(
         self, session: Session, sid: str, absolute_at: float, now: float,

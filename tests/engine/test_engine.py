@@ -1,0 +1,377 @@
+"""The engine over the local stores: verdicts, timeouts, regeneration, commits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from donjon import KeyRing, StoreUnavailable, Verdict
+from donjon.config import Timeouts
+from donjon.core._ids import record_key
+from donjon.engine import AsyncEngine, Engine
+from donjon.events import VerdictEvent
+from donjon.stores import MemoryStore, SQLiteStore, Write
+from donjon.testing import FrozenClock
+
+
+class CountingStore:
+    """Wraps a store and counts every call, to prove what costs a round trip."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+        self.blocking = getattr(inner, "blocking", True)
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return target(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FrozenClock) -> Iterator[Any]:
+    inner: Any = (
+        MemoryStore(clock=clock)
+        if request.param == "memory"
+        else SQLiteStore(tmp_path / "s.db", clock=clock)
+    )
+    wrapped = CountingStore(inner)
+    yield wrapped
+    inner.close()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(1_800_000_000.0)
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return KeyRing.generate(["user", "admin"])
+
+
+@pytest.fixture
+def events() -> list[VerdictEvent]:
+    return []
+
+
+@pytest.fixture
+def engine(
+    ring: KeyRing, store: Any, clock: FrozenClock, events: list[VerdictEvent]
+) -> Engine:
+    return Engine(
+        keyring=ring,
+        store=store,
+        clock=clock,
+        timeouts=Timeouts(idle=600, absolute=3600),
+        events=[events.append],
+    )
+
+
+def login(engine: Engine, user: str = "alice", **data: Any) -> str:
+    s = engine.load(None)
+    for k, v in data.items():
+        s[k] = v
+    s.login(user)
+    out = engine.commit(s, presented=False)
+    assert out.token is not None
+    return out.token
+
+
+def test_absent_cookie_gives_fresh_session_and_no_store_call(engine: Engine, store: Any) -> None:
+    s = engine.load(None)
+    assert s.verdict is Verdict.ABSENT
+    assert s.is_new and len(s) == 0
+    out = engine.commit(s, presented=False)
+    assert out.token is None and not out.clear
+    assert store.calls == []
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "garbage", "v1.user.k1.x.1.2._." + "0" * 64, "v2.a.b.c.d.e.f.g", "é" * 10, "x" * 5000],
+)
+def test_bad_tokens_cost_zero_store_calls(engine: Engine, store: Any, token: str) -> None:
+    s = engine.load(token)
+    assert s.verdict in (Verdict.MALFORMED, Verdict.FORGED)
+    out = engine.commit(s, presented=True)
+    assert out.clear and out.token is None, "a bad cookie is cleared"
+    assert store.calls == [], "forged or malformed cookies never reach the store"
+
+
+def test_expired_and_revoked_tokens_cost_zero_store_calls(
+    engine: Engine, store: Any, clock: FrozenClock, ring: KeyRing
+) -> None:
+    token = login(engine)
+    store.calls.clear()
+    engine.core.apply_epochs({}, clock.time())  # fresh epochs: no refresh needed
+    clock.advance(3601)
+    assert engine.load(token).verdict is Verdict.EXPIRED
+    assert store.calls == []
+    token2 = login(engine)
+    store.calls.clear()
+    ring.set_epoch("user", clock.time() + 1)
+    assert engine.load(token2).verdict is Verdict.REVOKED
+    assert "load" not in store.calls
+
+
+def test_round_trip_and_unchanged_session_costs_one_read(
+    engine: Engine, store: Any, clock: FrozenClock
+) -> None:
+    token = login(engine, n=1)
+    engine.refresh_epochs()
+    store.calls.clear()
+    clock.advance(0.5)  # within the epoch refresh interval
+    s = engine.load(token)
+    assert s.verdict is Verdict.VALID
+    assert s["n"] == 1 and s.user_id == "alice"
+    out = engine.commit(s, presented=True)
+    assert out.token is None and not out.clear
+    assert store.calls == ["load"], "a valid unchanged session costs one read and no write"
+
+
+def test_unknown_record_is_never_adopted(engine: Engine, store: Any) -> None:
+    token = login(engine)
+    s = engine.load(token)
+    store.inner.delete(record_key(s.id or ""))
+    s2 = engine.load(token)
+    assert s2.verdict is Verdict.UNKNOWN
+    assert s2.id is None, "the presented id is not adopted"
+    s2["x"] = 1
+    out = engine.commit(s2, presented=True)
+    assert out.token is not None and s2.id is not None
+    assert s2.id != s.id
+
+
+def test_regenerate_kills_old_id_and_keeps_data(engine: Engine) -> None:
+    token = login(engine, cart=[1, 2])
+    s = engine.load(token)
+    old_id = s.id
+    s.regenerate()
+    out = engine.commit(s, presented=True)
+    assert out.token is not None and out.token != token
+    assert s.id != old_id
+    assert engine.load(token).verdict is Verdict.UNKNOWN, "the old id dies at once"
+    s2 = engine.load(out.token)
+    assert s2.verdict is Verdict.VALID and s2["cart"] == [1, 2]
+
+
+def test_destroy_deletes_record_and_clears_cookie(engine: Engine) -> None:
+    token = login(engine)
+    s = engine.load(token)
+    s.destroy()
+    out = engine.commit(s, presented=True)
+    assert out.clear and out.token is None
+    assert engine.load(token).verdict is Verdict.UNKNOWN
+
+
+def test_idle_timeout(engine: Engine, clock: FrozenClock, store: Any) -> None:
+    token = login(engine)
+    clock.advance(601)
+    s = engine.load(token)
+    assert s.verdict is Verdict.IDLE_EXPIRED
+    assert s.id is None
+    assert store.inner.load(record_key(engine.core.codec.verify(token).session_id or "")) is None
+
+
+def test_activity_resets_idle_but_not_absolute(engine: Engine, clock: FrozenClock) -> None:
+    token = login(engine)
+    for _ in range(8):  # 8 x 400 s = 3200 s of activity, each gap under the idle limit
+        clock.advance(400)
+        s = engine.load(token)
+        assert s.verdict is Verdict.VALID
+        engine.commit(s, presented=True)
+    clock.advance(401)  # past the absolute timeout of 3600 s
+    assert engine.load(token).verdict is Verdict.EXPIRED
+
+
+def test_touch_is_throttled(engine: Engine, clock: FrozenClock, store: Any) -> None:
+    token = login(engine)
+    engine.refresh_epochs()
+    store.calls.clear()
+    clock.advance(10)
+    engine.commit(engine.load(token), presented=True)
+    assert "touch" not in store.calls
+    clock.advance(61)
+    engine.refresh_epochs()
+    engine.commit(engine.load(token), presented=True)
+    assert "touch" in store.calls
+
+
+def test_field_level_saves_from_two_requests(engine: Engine) -> None:
+    token = login(engine)
+    a = engine.load(token)
+    b = engine.load(token)
+    a["a"] = 1
+    b["b"] = 2
+    engine.commit(a, presented=True)
+    engine.commit(b, presented=True)
+    s = engine.load(token)
+    assert s["a"] == 1 and s["b"] == 2
+
+
+def test_in_place_mutation_is_saved(engine: Engine) -> None:
+    token = login(engine, cart=[1])
+    s = engine.load(token)
+    s["cart"].append(2)
+    engine.commit(s, presented=True)
+    assert engine.load(token)["cart"] == [1, 2]
+
+
+def test_write_after_logout_elsewhere_does_not_resurrect(engine: Engine) -> None:
+    token = login(engine)
+    a = engine.load(token)
+    b = engine.load(token)
+    b.destroy()
+    engine.commit(b, presented=True)
+    a["late"] = 1
+    out = engine.commit(a, presented=True)
+    assert out.interrupted and out.clear
+    assert engine.load(token).verdict is Verdict.UNKNOWN
+
+
+def test_undecodable_record_is_treated_as_missing(engine: Engine, store: Any) -> None:
+    token = login(engine)
+    s = engine.load(token)
+    key = record_key(s.id or "")
+    store.inner.write(
+        Write(
+            key=key, fields={"x": "{not json"}, session_class="user", user_id=None,
+            created_at=s.created_at or 0, last_seen=s.last_seen or 0,
+            expires_at=(s.last_seen or 0) + 600, create=True,
+        )
+    )
+    assert engine.load(token).verdict is Verdict.UNKNOWN
+
+
+def test_kill_switch_revokes_a_class_only(engine: Engine, clock: FrozenClock) -> None:
+    user_token = login(engine)
+    s = engine.load(None)
+    s.login("root", session_class="admin")
+    admin_token = engine.commit(s, presented=False).token
+    assert admin_token is not None
+    clock.advance(1)
+    engine.kill("admin")
+    assert engine.load(admin_token).verdict is Verdict.REVOKED
+    assert engine.load(user_token).verdict is Verdict.VALID
+    # a new admin login after the kill works
+    s = engine.load(None)
+    s.login("root", session_class="admin")
+    clock.advance(0.01)
+    new_admin = engine.commit(s, presented=False).token
+    assert engine.load(new_admin).verdict is Verdict.VALID
+
+
+def test_kill_reaches_a_second_engine_through_the_store(
+    ring: KeyRing, store: Any, clock: FrozenClock
+) -> None:
+    other_ring = KeyRing.from_dict(ring.to_dict())
+    a = Engine(keyring=ring, store=store, clock=clock)
+    b = Engine(keyring=other_ring, store=store, clock=clock, epoch_refresh=1.0)
+    token = login(a)
+    assert b.load(token).verdict is Verdict.VALID
+    clock.advance(0.5)
+    a.kill("user")
+    clock.advance(1.0)  # b re-reads epochs at most once a second
+    assert b.load(token).verdict is Verdict.REVOKED
+
+
+def test_rotation_resigns_on_next_use_then_retired(
+    engine: Engine, ring: KeyRing, clock: FrozenClock
+) -> None:
+    token = login(engine)
+    ring.rotate("user")
+    s = engine.load(token)
+    assert s.verdict is Verdict.VALID
+    out = engine.commit(s, presented=True)
+    assert out.token is not None, "a token under an older key is re-signed"
+    assert out.token.split(".")[2] == ring.current_key_id("user")
+    ring.retire("user", "k1")
+    assert engine.load(token).verdict is Verdict.RETIRED
+    assert engine.load(out.token).verdict is Verdict.VALID
+
+
+def test_revoke_user_logs_out_everywhere(engine: Engine) -> None:
+    t1, t2 = login(engine, "bob"), login(engine, "bob")
+    t3 = login(engine, "carol")
+    assert len(engine.sessions_of("bob")) == 2
+    assert engine.revoke_user("bob") == 2
+    assert engine.load(t1).verdict is Verdict.UNKNOWN
+    assert engine.load(t2).verdict is Verdict.UNKNOWN
+    assert engine.load(t3).verdict is Verdict.VALID
+
+
+def test_events_one_per_load_and_nothing_secret(
+    engine: Engine, events: list[VerdictEvent]
+) -> None:
+    token = login(engine)
+    events.clear()
+    engine.load(token)
+    engine.load("garbage")
+    engine.load(token[:-1] + ("0" if token[-1] != "0" else "1"))
+    assert [e.verdict for e in events] == [Verdict.VALID, Verdict.MALFORMED, Verdict.FORGED]
+    dumped = json.dumps([e.as_dict() for e in events])
+    sid = token.split(".")[3]
+    assert sid not in dumped and token[-64:] not in dumped
+
+
+def test_binding(engine: Engine) -> None:
+    s = engine.load(None)
+    s["x"] = 1
+    token = engine.commit(s, presented=False, binding="device-42").token
+    assert engine.load(token, binding="device-42").verdict is Verdict.VALID
+    assert engine.load(token, binding="device-43").verdict is Verdict.BINDING_MISMATCH
+    assert engine.load(token).verdict is Verdict.BINDING_MISMATCH
+
+
+def test_genid_ids_are_signed(ring: KeyRing, store: Any, clock: FrozenClock) -> None:
+    counter = iter(range(1, 1000))
+    e = Engine(keyring=ring, store=store, clock=clock, genid=lambda: str(next(counter)))
+    token = login(e)
+    parts = token.split(".")
+    assert parts[3] == "1", "the app's own id is used as is"
+    parts[3] = "3"
+    assert e.load(".".join(parts)).verdict is Verdict.FORGED
+
+
+def test_store_unavailable_propagates_from_load(ring: KeyRing, clock: FrozenClock) -> None:
+    class Down:
+        blocking = False
+
+        def __getattr__(self, name: str) -> Any:
+            def fail(*a: Any, **k: Any) -> Any:
+                raise StoreUnavailable("down")
+
+            return fail
+
+    good = Engine(keyring=ring, store=MemoryStore(clock=clock), clock=clock)
+    token = login(good)
+    e = Engine(keyring=ring, store=Down(), clock=clock)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable):
+        e.load(token)
+    assert e.load("garbage").verdict is Verdict.MALFORMED, "bad cookies never need the store"
+
+
+async def test_async_engine_same_logic(ring: KeyRing, clock: FrozenClock, tmp_path: Path) -> None:
+    for store in (MemoryStore(clock=clock), SQLiteStore(tmp_path / "a.db", clock=clock)):
+        e = AsyncEngine(keyring=ring, store=store, clock=clock)
+        s = await e.load(None)
+        s["n"] = 1
+        s.login("dave")
+        token = (await e.commit(s, presented=False)).token
+        s2 = await e.load(token)
+        assert s2.verdict is Verdict.VALID and s2["n"] == 1 and s2.user_id == "dave"
+        assert (await e.load("nope")).verdict is Verdict.MALFORMED
+        assert await e.revoke_user("dave") == 1
+        assert (await e.load(token)).verdict is Verdict.UNKNOWN
+        await e.close()
