@@ -13,6 +13,7 @@ from ..core import KeyRing, TokenCodec, Verdict, VerifyResult
 from ..core._ids import record_key
 from ..errors import ConfigurationError
 from ..events import Events, VerdictEvent
+from ..guard import Guard
 from ..session import Session
 from ..stores._base import Record, Write
 
@@ -94,6 +95,7 @@ class EngineCore:
         "default_class",
         "epoch_refresh",
         "events",
+        "guard",
         "keyring",
         "rolling",
         "timeouts",
@@ -114,6 +116,7 @@ class EngineCore:
         default_class: str,
         epoch_refresh: float,
         events: Events,
+        guard: Guard | None,
     ) -> None:
         if default_class not in keyring.classes:
             raise ConfigurationError(
@@ -129,6 +132,7 @@ class EngineCore:
         self.default_class = default_class
         self.epoch_refresh = epoch_refresh
         self.events = events
+        self.guard = guard
         self._epochs_at = float("-inf")
         self._now = clock.time
 
@@ -137,6 +141,31 @@ class EngineCore:
         return self._now()
 
     # -- loading --------------------------------------------------------
+    def client_key(self, client: str | None) -> str | None:
+        """The guard's key for a client address (the address when unguarded)."""
+        return self.guard.key_of(client) if self.guard is not None else client
+
+    def locked_out(self, client: str | None, now: float) -> Session | None:
+        """Step 0: a LOCKED_OUT session when the client is locked out, else ``None``."""
+        if self.guard is None:
+            return None
+        wait = self.guard.retry_after(client, now)
+        if wait is None:
+            return None
+        session = self.fresh(None, verdict=Verdict.LOCKED_OUT)
+        session.reason = "locked_out"
+        session.retry_after = wait
+        return session
+
+    def finish(
+        self, session: Session, *, client: str | None, path: str | None, now: float
+    ) -> Session:
+        """Count the verdict in the guard and emit its event."""
+        if self.guard is not None and self.guard.record(client, session.verdict, now):
+            log.warning("donjon guard: client %s locked out", client)
+        self.events.emit(self.event(session, client=client, path=path, now=now))
+        return session
+
     def verify(self, token: object, binding: bytes | str | None, now: float) -> VerifyResult:
         """Run steps 1-6 of the pipeline: no store involved."""
         return self.codec.verify(token, binding=binding, now=now)

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import CookiePolicy, Timeouts
 from ..core import KeyRing, SystemClock
 from ..events import EventHook, Events
+from ..guard import Guard
 from ._logic import EngineCore
+
+DEFAULT_GUARD: Any = object()
+"""Sentinel: the engine builds its own :class:`~donjon.guard.Guard` (on by default)."""
 
 if TYPE_CHECKING:
     from ..typing import Clock
@@ -24,6 +28,7 @@ def build_core(
     default_class: str,
     epoch_refresh: float,
     events: Events | Iterable[EventHook] | None,
+    guard: Guard | None,
 ) -> EngineCore:
     """Check the options shared by both engine faces and build their logic."""
     return EngineCore(
@@ -37,4 +42,5 @@ def build_core(
         default_class=default_class,
         epoch_refresh=epoch_refresh,
         events=events if isinstance(events, Events) else Events(events or ()),
+        guard=Guard() if guard is DEFAULT_GUARD else guard,
     )

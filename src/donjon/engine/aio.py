@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, final
 
@@ -9,12 +10,13 @@ from ..core import Verdict
 from ..core._ids import record_key
 from ..stores._base import AsyncStore, SessionInfo, Store, Write, as_async
 from ._logic import Delete, EngineCore, Op, Outcome, Touch
-from ._options import build_core
+from ._options import DEFAULT_GUARD, build_core
 
 if TYPE_CHECKING:
     from ..config import CookiePolicy, Timeouts
     from ..core import KeyRing
     from ..events import EventHook, Events
+    from ..guard import Guard
     from ..session import Session
     from ..typing import Clock
 
@@ -43,11 +45,12 @@ class AsyncEngine:
         default_class: str = "user",
         epoch_refresh: float = 1.0,
         events: Events | Iterable[EventHook] | None = None,
+        guard: Guard | None = DEFAULT_GUARD,
     ) -> None:
         self.core: EngineCore = build_core(
             keyring=keyring, timeouts=timeouts, cookie=cookie, clock=clock, genid=genid,
             skew=skew, rolling=rolling, default_class=default_class,
-            epoch_refresh=epoch_refresh, events=events,
+            epoch_refresh=epoch_refresh, events=events, guard=guard,
         )
         self.store: AsyncStore = as_async(store)
 
@@ -72,6 +75,14 @@ class AsyncEngine:
         """Return the session for a presented token; see ``Engine.load``."""
         core = self.core
         now = core.now()
+        client = core.client_key(client)
+        guard = core.guard
+        if guard is not None and guard.due(now):
+            await asyncio.to_thread(guard.exchange, now)
+        locked = core.locked_out(client, now)
+        if locked is not None:
+            core.events.emit(core.event(locked, client=client, path=path, now=now))
+            return locked
         if token is None:
             session = core.fresh(None)
         else:
@@ -86,8 +97,7 @@ class AsyncEngine:
                 record = await self.store.load(record_key(result.session_id or ""))
                 session, ops = core.from_record(result, text, record, now)
                 await self._run(ops)
-        core.events.emit(core.event(session, client=client, path=path, now=now))
-        return session
+        return core.finish(session, client=client, path=path, now=now)
 
     async def commit(
         self, session: Session, *, presented: bool, binding: bytes | str | None = None

@@ -9,12 +9,13 @@ from ..core import Verdict
 from ..core._ids import record_key
 from ..stores._base import SessionInfo, Store, Write
 from ._logic import Delete, EngineCore, Op, Outcome, Touch
-from ._options import build_core
+from ._options import DEFAULT_GUARD, build_core
 
 if TYPE_CHECKING:
     from ..config import CookiePolicy, Timeouts
     from ..core import KeyRing
     from ..events import EventHook, Events
+    from ..guard import Guard
     from ..session import Session
     from ..typing import Clock
 
@@ -39,6 +40,8 @@ class Engine:
         clock: Time source.
         genid: The application's own id generator (ids are still signed).
         skew: Tolerated clock skew, in seconds.
+        guard: The brute-force guard (step 0). On by default with
+            :class:`~donjon.guard.GuardPolicy` defaults; ``None`` disables it.
         rolling: Re-send the cookie (re-signed) on every response.
         default_class: Class of new sessions.
         epoch_refresh: Seconds between reads of the shared class epochs (kill
@@ -63,11 +66,12 @@ class Engine:
         default_class: str = "user",
         epoch_refresh: float = 1.0,
         events: Events | Iterable[EventHook] | None = None,
+        guard: Guard | None = DEFAULT_GUARD,
     ) -> None:
         self.core: EngineCore = build_core(
             keyring=keyring, timeouts=timeouts, cookie=cookie, clock=clock, genid=genid,
             skew=skew, rolling=rolling, default_class=default_class,
-            epoch_refresh=epoch_refresh, events=events,
+            epoch_refresh=epoch_refresh, events=events, guard=guard,
         )
         self.store = store
 
@@ -96,6 +100,14 @@ class Engine:
         """
         core = self.core
         now = core.now()
+        client = core.client_key(client)
+        guard = core.guard
+        if guard is not None and guard.due(now):
+            guard.exchange(now)
+        locked = core.locked_out(client, now)
+        if locked is not None:
+            core.events.emit(core.event(locked, client=client, path=path, now=now))
+            return locked
         if token is None:
             session = core.fresh(None)
         else:
@@ -110,8 +122,7 @@ class Engine:
                 record = self.store.load(record_key(result.session_id or ""))
                 session, ops = core.from_record(result, text, record, now)
                 self._run(ops)
-        core.events.emit(core.event(session, client=client, path=path, now=now))
-        return session
+        return core.finish(session, client=client, path=path, now=now)
 
     def commit(
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
