@@ -50,6 +50,8 @@ class VerdictEvent:
     session_ref: str | None
     """A short hash of the record key, to correlate events of one session."""
     time: float
+    duration: float | None = None
+    """Seconds the engine spent on this load (verification and store)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the event as a JSON-ready dict."""
@@ -67,6 +69,8 @@ class Events:
     """Delivers verdict events to logging and to registered hooks.
 
     A hook that raises is logged and skipped; it never breaks a request.
+    Hooks may also define ``store_error(operation: str)`` to hear of store
+    failures (as :class:`~donjon.metrics.PrometheusMetrics` does).
     """
 
     __slots__ = ("_hooks", "log_valid")
@@ -82,6 +86,16 @@ class Events:
     def remove(self, hook: EventHook) -> None:
         """Unregister a hook."""
         self._hooks.remove(hook)
+
+    def store_error(self, operation: str) -> None:
+        """Tell the hooks that care that the store failed during ``operation``."""
+        for hook in self._hooks:
+            handler = getattr(hook, "store_error", None)
+            if handler is not None:
+                try:
+                    handler(operation)
+                except Exception:
+                    log.exception("donjon store-error hook %r failed", hook)
 
     def emit(self, event: VerdictEvent) -> None:
         """Deliver one event."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
@@ -158,12 +160,21 @@ class EngineCore:
         return session
 
     def finish(
-        self, session: Session, *, client: str | None, path: str | None, now: float
+        self,
+        session: Session,
+        *,
+        client: str | None,
+        path: str | None,
+        now: float,
+        started: float | None = None,
     ) -> Session:
         """Count the verdict in the guard and emit its event."""
         if self.guard is not None and self.guard.record(client, session.verdict, now):
             log.warning("donjon guard: client %s locked out", client)
-        self.events.emit(self.event(session, client=client, path=path, now=now))
+        event = self.event(session, client=client, path=path, now=now)
+        if started is not None:
+            event = dataclasses.replace(event, duration=time.perf_counter() - started)
+        self.events.emit(event)
         return session
 
     def verify(self, token: object, binding: bytes | str | None, now: float) -> VerifyResult:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, final
 
 from ..core import Verdict
 from ..core._ids import record_key
+from ..errors import StoreUnavailable
 from ..stores._base import AsyncStore, SessionInfo, Store, Write, as_async
 from ._logic import Delete, EngineCore, Op, Outcome, Touch
 from ._options import DEFAULT_GUARD, build_core
@@ -73,6 +75,7 @@ class AsyncEngine:
         path: str | None = None,
     ) -> Session:
         """Return the session for a presented token; see ``Engine.load``."""
+        started = time.perf_counter()
         core = self.core
         now = core.now()
         client = core.client_key(client)
@@ -87,17 +90,21 @@ class AsyncEngine:
             session = core.fresh(None)
         else:
             result = core.verify(token, binding, now)
-            if core.epochs_stale(result, now):
-                core.apply_epochs(await self.store.epochs(), now)
-                result = core.verify(token, binding, now)
-            if result.verdict is not Verdict.VALID:
-                session = core.fresh(result)
-            else:
-                text = token if isinstance(token, str) else token.decode("ascii")
-                record = await self.store.load(record_key(result.session_id or ""))
-                session, ops = core.from_record(result, text, record, now)
-                await self._run(ops)
-        return core.finish(session, client=client, path=path, now=now)
+            try:
+                if core.epochs_stale(result, now):
+                    core.apply_epochs(await self.store.epochs(), now)
+                    result = core.verify(token, binding, now)
+                if result.verdict is not Verdict.VALID:
+                    session = core.fresh(result)
+                else:
+                    text = token if isinstance(token, str) else token.decode("ascii")
+                    record = await self.store.load(record_key(result.session_id or ""))
+                    session, ops = core.from_record(result, text, record, now)
+                    await self._run(ops)
+            except StoreUnavailable:
+                core.events.store_error("load")
+                raise
+        return core.finish(session, client=client, path=path, now=now, started=started)
 
     async def commit(
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
@@ -106,8 +113,12 @@ class AsyncEngine:
         ops, outcome = self.core.plan(
             session, presented=presented, binding=binding, now=self.core.now()
         )
-        if not await self._run(ops):
-            return Outcome(clear=True, interrupted=True)
+        try:
+            if not await self._run(ops):
+                return Outcome(clear=True, interrupted=True)
+        except StoreUnavailable:
+            self.core.events.store_error("commit")
+            raise
         return outcome
 
     async def _run(self, ops: list[Op]) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, final
 
 from ..core import Verdict
 from ..core._ids import record_key
+from ..errors import StoreUnavailable
 from ..stores._base import SessionInfo, Store, Write
 from ._logic import Delete, EngineCore, Op, Outcome, Touch
 from ._options import DEFAULT_GUARD, build_core
@@ -98,6 +100,7 @@ class Engine:
         Never raises for anything the client sent. Raises
         :class:`~donjon.StoreUnavailable` when the store is down.
         """
+        started = time.perf_counter()
         core = self.core
         now = core.now()
         client = core.client_key(client)
@@ -112,17 +115,21 @@ class Engine:
             session = core.fresh(None)
         else:
             result = core.verify(token, binding, now)
-            if core.epochs_stale(result, now):
-                core.apply_epochs(self.store.epochs(), now)
-                result = core.verify(token, binding, now)
-            if result.verdict is not Verdict.VALID:
-                session = core.fresh(result)
-            else:
-                text = token if isinstance(token, str) else token.decode("ascii")
-                record = self.store.load(record_key(result.session_id or ""))
-                session, ops = core.from_record(result, text, record, now)
-                self._run(ops)
-        return core.finish(session, client=client, path=path, now=now)
+            try:
+                if core.epochs_stale(result, now):
+                    core.apply_epochs(self.store.epochs(), now)
+                    result = core.verify(token, binding, now)
+                if result.verdict is not Verdict.VALID:
+                    session = core.fresh(result)
+                else:
+                    text = token if isinstance(token, str) else token.decode("ascii")
+                    record = self.store.load(record_key(result.session_id or ""))
+                    session, ops = core.from_record(result, text, record, now)
+                    self._run(ops)
+            except StoreUnavailable:
+                core.events.store_error("load")
+                raise
+        return core.finish(session, client=client, path=path, now=now, started=started)
 
     def commit(
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
@@ -131,8 +138,12 @@ class Engine:
         ops, outcome = self.core.plan(
             session, presented=presented, binding=binding, now=self.core.now()
         )
-        if not self._run(ops):
-            return Outcome(clear=True, interrupted=True)
+        try:
+            if not self._run(ops):
+                return Outcome(clear=True, interrupted=True)
+        except StoreUnavailable:
+            self.core.events.store_error("commit")
+            raise
         return outcome
 
     def _run(self, ops: list[Op]) -> bool:
