@@ -54,6 +54,13 @@ def _as_secret(value: Secret | bytes | str, *, name: str) -> Secret:
     raise ConfigurationError(f"{name} must be bytes, str or Secret, not {type(value).__name__}")
 
 
+def _unix_time(value: object, what: str) -> float:
+    # Key files are user-edited JSON: a wrong type is a configuration error, not a crash.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{what} must be a Unix time (a number)")
+    return float(value)
+
+
 @final
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClassKeys:
@@ -107,7 +114,9 @@ class ClassKeys:
                 for k, s in secrets_.items()
             },
             bind_keys={k: _derive(s, _BIND_LABEL) for k, s in secrets_.items()},
-            epoch_ms=math.ceil(epoch * 1000),
+            # round(..., 3) first drops float noise: epoch * 1000 can land a hair above a
+            # whole millisecond, and ceil() would then revoke a token issued exactly at it.
+            epoch_ms=math.ceil(round(epoch * 1000, 3)),
         )
 
 
@@ -265,13 +274,22 @@ class KeyRing:
                 if not isinstance(text, str):
                     raise ConfigurationError(f"class {name!r}: secret {kid!r} must be text")
                 keys[kid] = decode_secret(text, name=f"class {name!r} key {kid!r}")
+            retired = spec.get("retired", [])
+            not_after = spec.get("not_after", {})
+            if not isinstance(retired, (list, tuple)):
+                raise ConfigurationError(f"class {name!r}: 'retired' must be a list of key ids")
+            if not isinstance(not_after, Mapping):
+                raise ConfigurationError(f"class {name!r}: 'not_after' must be an object")
             ring.add_class(
                 name,
                 keys=keys,
                 current=spec.get("current"),
-                retired=list(spec.get("retired", [])),
-                epoch=float(spec.get("epoch", 0.0)),
-                not_after={k: float(v) for k, v in dict(spec.get("not_after", {})).items()},
+                retired=retired,
+                epoch=_unix_time(spec.get("epoch", 0.0), f"class {name!r}: 'epoch'"),
+                not_after={
+                    k: _unix_time(v, f"class {name!r}: 'not_after' of {k!r}")
+                    for k, v in not_after.items()
+                },
             )
         return ring
 

@@ -26,7 +26,13 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: bytes | str, *, name: str = "secret") -> None:
-        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if isinstance(value, str):
+            raw = value.encode("utf-8")
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+        else:
+            # bytes(64) would quietly make 64 zero bytes: a secret everyone knows.
+            raise ConfigurationError(f"{name} must be bytes or str, not {type(value).__name__}")
         if len(raw) < MIN_SECRET_BYTES:
             raise WeakSecret(
                 f"{name} is {len(raw)} bytes; donjon needs >= {MIN_SECRET_BYTES}: {_HOWTO}"

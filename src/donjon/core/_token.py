@@ -104,7 +104,7 @@ def _result(
     reason: str,
 ) -> VerifyResult:
     # tuple.__new__ skips NamedTuple's Python-level __new__: this is the hot path.
-    return _new_result(  # type: ignore[no-any-return]
+    return _new_result(
         VerifyResult, (verdict, sid, cls, kid, iat / 1000, exp / 1000, bound, reason)
     )
 
@@ -228,8 +228,10 @@ class TokenCodec:
         if not isinstance(sid, str) or not SESSION_ID_RE.fullmatch(sid):
             raise ConfigurationError(f"session id must match {SESSION_ID_RE.pattern}")
         t = self._now() if now is None else now
-        iat = int(t * 1000)
-        exp = iat + max(1, int(ttl * 1000))
+        # round(), not int(): x / 1000 * 1000 can land a hair below x, and truncating
+        # it would lose a millisecond (e.g. near 2**41 ms, in 2036-2039).
+        iat = round(t * 1000)
+        exp = iat + max(1, round(ttl * 1000))
         kid = ck.current
         if binding is None:
             bind = _UNBOUND
@@ -309,7 +311,7 @@ class TokenCodec:
         # Everything below is text this server signed.
         iat = int(iat_s)
         exp = int(exp_s)
-        t_ms = int((self._now() if now is None else now) * 1000)
+        t_ms = round((self._now() if now is None else now) * 1000)
         # 4. time.
         if iat > t_ms + self._skew_ms:
             return _result(Verdict.FORGED, sid, cls, kid, iat, exp, bind != _UNBOUND, "issued_in_future")
@@ -327,10 +329,10 @@ class TokenCodec:
             tag = hmac.digest(ck.bind_keys[kid], _binding_bytes(binding), "sha256")[:16].hex()
             if not hmac.compare_digest(tag, bind):
                 return _result(Verdict.BINDING_MISMATCH, sid, cls, kid, iat, exp, True, "binding_differs")
-            return _new_result(  # type: ignore[no-any-return]
+            return _new_result(
                 VerifyResult, (_VALID, sid, cls, kid, iat / 1000, exp / 1000, True, "")
             )
-        return _new_result(  # type: ignore[no-any-return]
+        return _new_result(
             VerifyResult, (_VALID, sid, cls, kid, iat / 1000, exp / 1000, False, "")
         )
 

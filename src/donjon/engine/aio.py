@@ -84,8 +84,7 @@ class AsyncEngine:
             await asyncio.to_thread(guard.exchange, now)
         locked = core.locked_out(client, now)
         if locked is not None:
-            core.events.emit(core.event(locked, client=client, path=path, now=now))
-            return locked
+            return core.finish(locked, client=client, path=path, now=now, started=started)
         if token is None:
             session = core.fresh(None)
         else:
