@@ -94,8 +94,16 @@ def client_key(address: str | None) -> str | None:
 
 
 class _State:
-    __slots__ = ("attack", "locked_until", "prev_attack", "prev_unknown", "start", "strikes",
-                 "struck_at", "unknown")
+    __slots__ = (
+        "attack",
+        "locked_until",
+        "prev_attack",
+        "prev_unknown",
+        "start",
+        "strikes",
+        "struck_at",
+        "unknown",
+    )
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -118,9 +126,7 @@ class GuardSync(Protocol):
 
     interval: float
 
-    def exchange(
-        self, deltas: Mapping[str, tuple[int, int]], now: float
-    ) -> Mapping[str, float]:
+    def exchange(self, deltas: Mapping[str, tuple[int, int]], now: float) -> Mapping[str, float]:
         """Push (attack, unknown) counts per client; return client -> locked-until."""
         ...
 
@@ -141,8 +147,17 @@ class Guard:
         sync: Optional fleet-wide sharing (see ``donjon.stores.redis``).
     """
 
-    __slots__ = ("_deltas", "_key", "_last_sync", "_lock", "_remote", "_states", "policy", "sync",
-                 "lockouts")
+    __slots__ = (
+        "_deltas",
+        "_key",
+        "_last_sync",
+        "_lock",
+        "_remote",
+        "_states",
+        "lockouts",
+        "policy",
+        "sync",
+    )
 
     def __init__(
         self,

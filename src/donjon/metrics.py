@@ -41,8 +41,10 @@ class PrometheusMetrics:
         if registry is not None:
             kw["registry"] = registry
         self.verdicts = prom.Counter(
-            "verdicts", "Presented session credentials by verdict and class",
-            ["verdict", "session_class"], **kw,
+            "verdicts",
+            "Presented session credentials by verdict and class",
+            ["verdict", "session_class"],
+            **kw,
         )
         self.lockouts = prom.Counter(
             "lockouts", "Requests refused because the client is locked out", **kw
@@ -51,7 +53,8 @@ class PrometheusMetrics:
             "store_errors", "Session store failures (StoreUnavailable)", ["operation"], **kw
         )
         self.load_seconds = prom.Histogram(
-            "load_seconds", "Time to load a session (verify + store)",
+            "load_seconds",
+            "Time to load a session (verify + store)",
             buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25),
             **kw,
         )

@@ -44,20 +44,20 @@ class Session(MutableMapping[str, "JSONValue"]):
         "_raw",
         "_read_mutable",
         "_regenerated",
+        "_reissue",
+        "_user_changed",
         "created_at",
         "expires_at",
         "id",
+        "key_id",
         "last_seen",
         "previous_id",
+        "reason",
+        "retry_after",
         "session_class",
         "token",
         "user_id",
-        "_user_changed",
         "verdict",
-        "reason",
-        "key_id",
-        "_reissue",
-        "retry_after",
     )
 
     def __init__(
@@ -118,9 +118,7 @@ class Session(MutableMapping[str, "JSONValue"]):
         try:
             _dumps(value)
         except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"session value for {key!r} is not JSON-serializable: {exc}"
-            ) from None
+            raise TypeError(f"session value for {key!r} is not JSON-serializable: {exc}") from None
         self._data[key] = value
         self._changed.add(key)
         self._deleted.discard(key)

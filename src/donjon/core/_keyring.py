@@ -110,8 +110,7 @@ class ClassKeys:
             retired=retired_set,
             epoch=float(epoch),
             mac_keys={
-                k: hmac.new(_derive(s, _MAC_LABEL), digestmod="sha256")
-                for k, s in secrets_.items()
+                k: hmac.new(_derive(s, _MAC_LABEL), digestmod="sha256") for k, s in secrets_.items()
             },
             bind_keys={k: _derive(s, _BIND_LABEL) for k, s in secrets_.items()},
             # round(..., 3) first drops float noise: epoch * 1000 can land a hair above a
@@ -195,9 +194,7 @@ class KeyRing:
         return self
 
     @classmethod
-    def generate(
-        cls, classes: Iterable[str] = ("user",), *, key_id: str = "k1"
-    ) -> KeyRing:
+    def generate(cls, classes: Iterable[str] = ("user",), *, key_id: str = "k1") -> KeyRing:
         """Return a ring with one fresh random 32-byte key per class."""
         ring = cls()
         for name in classes:
@@ -463,5 +460,3 @@ class KeyRing:
 
     def __reduce__(self) -> str:
         raise TypeError("a KeyRing cannot be pickled; use save() / from_file()")
-
-

@@ -76,9 +76,7 @@ def decode_secret(text: str, *, name: str) -> Secret:
     try:
         raw = base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
     except (binascii.Error, ValueError):
-        raise ConfigurationError(
-            f"{name} is not base64url text: {_HOWTO}"
-        ) from None
+        raise ConfigurationError(f"{name} is not base64url text: {_HOWTO}") from None
     if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != cleaned.rstrip("="):
         raise ConfigurationError(f"{name} is not canonical base64url text: {_HOWTO}")
     return Secret(raw, name=name)

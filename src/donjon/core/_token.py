@@ -26,7 +26,7 @@ __all__ = [
     "new_session_id",
 ]
 
-TOKEN_VERSION: Final = "v1"
+TOKEN_VERSION: Final = "v1"  # noqa: S105 - a format tag, not a password
 """The token-format version, documented apart from the package version."""
 MAX_TOKEN_LENGTH: Final = 400
 """Longest text :meth:`TokenCodec.verify` looks at; longer input is MALFORMED unread."""
@@ -49,9 +49,11 @@ _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 def new_session_id() -> str:
     """Return a fresh session id: 32 bytes (256 bits) from :mod:`secrets`, base64url."""
     # Same result as secrets.token_urlsafe(32), without its Python-level overhead.
-    return binascii.b2a_base64(secrets.token_bytes(32), newline=False)[:43].translate(
-        _URLSAFE
-    ).decode("ascii")
+    return (
+        binascii.b2a_base64(secrets.token_bytes(32), newline=False)[:43]
+        .translate(_URLSAFE)
+        .decode("ascii")
+    )
 
 
 class VerifyResult(NamedTuple):
@@ -91,22 +93,6 @@ class VerifyResult(NamedTuple):
 
 _new_result: Final = tuple.__new__
 _VALID: Final = Verdict.VALID
-
-
-def _result(
-    verdict: Verdict,
-    sid: str,
-    cls: str,
-    kid: str,
-    iat: int,
-    exp: int,
-    bound: bool,
-    reason: str,
-) -> VerifyResult:
-    # tuple.__new__ skips NamedTuple's Python-level __new__: this is the hot path.
-    return _new_result(
-        VerifyResult, (verdict, sid, cls, kid, iat / 1000, exp / 1000, bound, reason)
-    )
 
 
 def _malformed(reason: str) -> VerifyResult:
@@ -193,9 +179,7 @@ class TokenCodec:
             return new_session_id()
         sid = self._genid()
         if not isinstance(sid, str) or not SESSION_ID_RE.fullmatch(sid):
-            raise ConfigurationError(
-                f"genid must return a str matching {SESSION_ID_RE.pattern}"
-            )
+            raise ConfigurationError(f"genid must return a str matching {SESSION_ID_RE.pattern}")
         return sid
 
     def issue(
@@ -297,44 +281,110 @@ class TokenCodec:
                 return VerifyResult(
                     Verdict.RETIRED, session_class=cls, key_id=kid, reason="retired_key"
                 )
-            return VerifyResult(
-                Verdict.FORGED, session_class=cls, reason="unknown_key"
-            )
+            return VerifyResult(Verdict.FORGED, session_class=cls, reason="unknown_key")
         # 3. MAC, constant time, over the exact text (so no re-encoding passes).
         # Copying a pre-keyed state skips the per-call key set-up of hmac.digest.
         h = keyed.copy()
         h.update(text[: -_MAC_HEX - 1].encode("ascii"))
         if not hmac.compare_digest(h.hexdigest(), mac):
-            return VerifyResult(
-                Verdict.FORGED, session_class=cls, key_id=kid, reason="bad_mac"
-            )
+            return VerifyResult(Verdict.FORGED, session_class=cls, key_id=kid, reason="bad_mac")
         # Everything below is text this server signed.
         iat = int(iat_s)
         exp = int(exp_s)
         t_ms = round((self._now() if now is None else now) * 1000)
         # 4. time.
         if iat > t_ms + self._skew_ms:
-            return _result(Verdict.FORGED, sid, cls, kid, iat, exp, bind != _UNBOUND, "issued_in_future")
+            return _new_result(
+                VerifyResult,
+                (
+                    Verdict.FORGED,
+                    sid,
+                    cls,
+                    kid,
+                    iat / 1000,
+                    exp / 1000,
+                    bind != _UNBOUND,
+                    "issued_in_future",
+                ),
+            )
         if t_ms >= exp:
-            return _result(Verdict.EXPIRED, sid, cls, kid, iat, exp, bind != _UNBOUND, "expired")
+            return _new_result(
+                VerifyResult,
+                (
+                    Verdict.EXPIRED,
+                    sid,
+                    cls,
+                    kid,
+                    iat / 1000,
+                    exp / 1000,
+                    bind != _UNBOUND,
+                    "expired",
+                ),
+            )
         if kid in ck.not_after and t_ms > ck.not_after[kid] * 1000:
-            return _result(Verdict.RETIRED, sid, cls, kid, iat, exp, bind != _UNBOUND, "grace_over")
+            return _new_result(
+                VerifyResult,
+                (
+                    Verdict.RETIRED,
+                    sid,
+                    cls,
+                    kid,
+                    iat / 1000,
+                    exp / 1000,
+                    bind != _UNBOUND,
+                    "grace_over",
+                ),
+            )
         # 5. epoch (kill switch).
         if iat < ck.epoch_ms:
-            return _result(Verdict.REVOKED, sid, cls, kid, iat, exp, bind != _UNBOUND, "class_epoch")
+            return _new_result(
+                VerifyResult,
+                (
+                    Verdict.REVOKED,
+                    sid,
+                    cls,
+                    kid,
+                    iat / 1000,
+                    exp / 1000,
+                    bind != _UNBOUND,
+                    "class_epoch",
+                ),
+            )
         # 6. binding.
         if bind != _UNBOUND:
             if binding is None:
-                return _result(Verdict.BINDING_MISMATCH, sid, cls, kid, iat, exp, True, "binding_missing")
+                return _new_result(
+                    VerifyResult,
+                    (
+                        Verdict.BINDING_MISMATCH,
+                        sid,
+                        cls,
+                        kid,
+                        iat / 1000,
+                        exp / 1000,
+                        True,
+                        "binding_missing",
+                    ),
+                )
             tag = hmac.digest(ck.bind_keys[kid], _binding_bytes(binding), "sha256")[:16].hex()
             if not hmac.compare_digest(tag, bind):
-                return _result(Verdict.BINDING_MISMATCH, sid, cls, kid, iat, exp, True, "binding_differs")
+                return _new_result(
+                    VerifyResult,
+                    (
+                        Verdict.BINDING_MISMATCH,
+                        sid,
+                        cls,
+                        kid,
+                        iat / 1000,
+                        exp / 1000,
+                        True,
+                        "binding_differs",
+                    ),
+                )
             return _new_result(
                 VerifyResult, (_VALID, sid, cls, kid, iat / 1000, exp / 1000, True, "")
             )
-        return _new_result(
-            VerifyResult, (_VALID, sid, cls, kid, iat / 1000, exp / 1000, False, "")
-        )
+        return _new_result(VerifyResult, (_VALID, sid, cls, kid, iat / 1000, exp / 1000, False, ""))
 
     def __repr__(self) -> str:
         return f"TokenCodec(keyring={self._ring!r}, skew={self._skew_ms / 1000:g})"

@@ -44,7 +44,5 @@ class Verdict(enum.StrEnum):
         return self in ATTACK_VERDICTS
 
 
-ATTACK_VERDICTS: Final = frozenset(
-    {Verdict.MALFORMED, Verdict.FORGED, Verdict.BINDING_MISMATCH}
-)
+ATTACK_VERDICTS: Final = frozenset({Verdict.MALFORMED, Verdict.FORGED, Verdict.BINDING_MISMATCH})
 """Verdicts that always count as an attack attempt (UNKNOWN counts in bursts)."""

@@ -71,9 +71,17 @@ class Engine:
         guard: Guard | None = DEFAULT_GUARD,
     ) -> None:
         self.core: EngineCore = build_core(
-            keyring=keyring, timeouts=timeouts, cookie=cookie, clock=clock, genid=genid,
-            skew=skew, rolling=rolling, default_class=default_class,
-            epoch_refresh=epoch_refresh, events=events, guard=guard,
+            keyring=keyring,
+            timeouts=timeouts,
+            cookie=cookie,
+            clock=clock,
+            genid=genid,
+            skew=skew,
+            rolling=rolling,
+            default_class=default_class,
+            epoch_refresh=epoch_refresh,
+            events=events,
+            guard=guard,
         )
         self.store = store
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -114,17 +114,15 @@ class Store(Protocol):
 class AsyncStore(Protocol):
     """The asynchronous twin of :class:`Store`: same methods, awaited."""
 
-    async def load(self, key: str) -> Record | None: ...  # noqa: D102
-    async def write(self, write: Write) -> bool: ...  # noqa: D102
-    async def delete(self, key: str) -> None: ...  # noqa: D102
-    async def touch(  # noqa: D102
-        self, key: str, *, last_seen: float, expires_at: float
-    ) -> None: ...
-    async def sessions_of(self, user_id: str) -> list[SessionInfo]: ...  # noqa: D102
-    async def revoke_user(self, user_id: str) -> int: ...  # noqa: D102
-    async def epochs(self) -> dict[str, float]: ...  # noqa: D102
-    async def raise_epoch(self, session_class: str, epoch: float) -> float: ...  # noqa: D102
-    async def close(self) -> None: ...  # noqa: D102
+    async def load(self, key: str) -> Record | None: ...
+    async def write(self, write: Write) -> bool: ...
+    async def delete(self, key: str) -> None: ...
+    async def touch(self, key: str, *, last_seen: float, expires_at: float) -> None: ...
+    async def sessions_of(self, user_id: str) -> list[SessionInfo]: ...
+    async def revoke_user(self, user_id: str) -> int: ...
+    async def epochs(self) -> dict[str, float]: ...
+    async def raise_epoch(self, session_class: str, epoch: float) -> float: ...
+    async def close(self) -> None: ...
 
 
 @runtime_checkable
@@ -145,8 +143,7 @@ class _ThreadedAsync:
         self.sync = store
         self._inline = inline
 
-    async def _call(self, fn: object, *args: object, **kwargs: object) -> object:
-        assert callable(fn)
+    async def _call(self, fn: Callable[..., object], *args: object, **kwargs: object) -> object:
         if self._inline:
             return fn(*args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)

@@ -102,7 +102,9 @@ class SQLiteStore:
         if db is None:
             try:
                 db = sqlite3.connect(
-                    self.path, timeout=self._timeout, isolation_level=None,
+                    self.path,
+                    timeout=self._timeout,
+                    isolation_level=None,
                     check_same_thread=False,
                 )
                 db.execute("PRAGMA journal_mode=WAL")
@@ -169,8 +171,12 @@ class SQLiteStore:
                     " (key, session_class, user_id, created_at, last_seen, expires_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     (
-                        write.key, write.session_class, write.user_id,
-                        write.created_at, write.last_seen, write.expires_at,
+                        write.key,
+                        write.session_class,
+                        write.user_id,
+                        write.created_at,
+                        write.last_seen,
+                        write.expires_at,
                     ),
                 )
             else:
@@ -179,8 +185,12 @@ class SQLiteStore:
                     " last_seen = max(last_seen, ?), expires_at = ?"
                     " WHERE key = ? AND expires_at > ?",
                     (
-                        write.session_class, write.user_id, write.last_seen,
-                        write.expires_at, write.key, self._clock.time(),
+                        write.session_class,
+                        write.user_id,
+                        write.last_seen,
+                        write.expires_at,
+                        write.key,
+                        self._clock.time(),
                     ),
                 )
                 if cur.rowcount == 0:

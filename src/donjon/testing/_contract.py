@@ -126,7 +126,8 @@ async def _async_contract(store: AsyncStore) -> None:
     )
     assert await store.revoke_user(alice) == 2, "revoke_user must count the live sessions"
     assert await store.sessions_of(alice) == []
-    assert await store.load(a2) is None and await store.load(a3) is None
+    assert await store.load(a2) is None
+    assert await store.load(a3) is None
     assert await store.load(b1) is not None, "revoke_user must not touch other users"
     assert await store.revoke_user(f"nobody-{time.time_ns()}") == 0
     # -- epochs -----------------------------------------------------------
@@ -200,7 +201,7 @@ def _threaded_writers(store: Store, threads: int = 8, rounds: int = 25) -> None:
             barrier.wait()
             for r in range(rounds):
                 store.write(_write(key, {f"t{i}": str(r)}, create=False))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
