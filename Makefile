@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.donjon-installed
 
-.PHONY: help venv system-deps test lint bench demo clean
+.PHONY: help venv system-deps node-deps test lint bench demo clean
 
 help:
 	@echo "make demo   - run the demo at http://127.0.0.1:8000 (SQLite store)"
@@ -26,7 +26,13 @@ venv: $(STAMP)
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: venv system-deps
+# The real Node packages the interoperability tests run against (npm registry).
+node-deps: tests/node/node_modules/.package-lock.json
+
+tests/node/node_modules/.package-lock.json: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+
+test: venv system-deps node-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
