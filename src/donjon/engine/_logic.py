@@ -18,6 +18,7 @@ from ..events import Events, VerdictEvent
 from ..guard import Guard
 from ..session import Session
 from ..stores._base import Record, Write
+from ..stores.cookie import Sealed, SealedCodec
 
 if TYPE_CHECKING:
     from ..typing import Clock
@@ -101,6 +102,7 @@ class EngineCore:
         "events",
         "guard",
         "keyring",
+        "sealed",
         "rolling",
         "timeouts",
     )
@@ -119,6 +121,7 @@ class EngineCore:
         epoch_refresh: float,
         events: Events,
         guard: Guard | None,
+        sealed: bool = False,
     ) -> None:
         if default_class not in keyring.classes:
             raise ConfigurationError(
@@ -135,6 +138,11 @@ class EngineCore:
         self.epoch_refresh = epoch_refresh
         self.events = events
         self.guard = guard
+        self.sealed = (
+            SealedCodec(keyring, clock=clock, skew=skew, cookie_name_length=len(cookie.cookie_name))
+            if sealed
+            else None
+        )
         self._epochs_at = float("-inf")
         self._now = clock.time
 
@@ -196,7 +204,9 @@ class EngineCore:
                 self.keyring.set_epoch(cls, epoch)
         self._epochs_at = now
 
-    def fresh(self, result: VerifyResult | None, *, verdict: Verdict | None = None) -> Session:
+    def fresh(
+        self, result: VerifyResult | Sealed | None, *, verdict: Verdict | None = None
+    ) -> Session:
         """Return a new empty session carrying the verdict of what was presented."""
         v = verdict if verdict is not None else (result.verdict if result else Verdict.ABSENT)
         return Session(
@@ -266,6 +276,77 @@ class EngineCore:
             session_ref=ref,
             time=now,
         )
+
+    # -- client-side (sealed cookie) mode --------------------------------
+    def load_sealed(self, token: object, now: float) -> Session:
+        """Open a sealed-cookie session (no store at all)."""
+        assert self.sealed is not None
+        res = self.sealed.unseal(token, now=now)
+        if res.verdict is not Verdict.VALID or res.payload is None:
+            return self.fresh(res)
+        p = res.payload
+        data, sid = p.get("d"), p.get("i")
+        last_seen, created = p.get("s"), p.get("c")
+        if (
+            not isinstance(data, dict)
+            or not isinstance(sid, str)
+            or not isinstance(last_seen, (int, float))
+            or not isinstance(created, (int, float))
+        ):
+            return self.fresh(res, verdict=Verdict.MALFORMED)
+        idle = self.timeouts.idle
+        if idle is not None and now - last_seen > idle:
+            return self.fresh(res, verdict=Verdict.IDLE_EXPIRED)
+        user = p.get("u")
+        session = Session(
+            data=data,
+            raw={
+                k: json.dumps(v, separators=(",", ":"), ensure_ascii=False) for k, v in data.items()
+            },
+            session_id=sid,
+            session_class=res.session_class or self.default_class,
+            user_id=user if isinstance(user, str) else None,
+            verdict=Verdict.VALID,
+            key_id=res.key_id,
+            token=token if isinstance(token, str) else None,
+            created_at=float(created),
+            last_seen=float(last_seen),
+            expires_at=res.expires_at,
+        )
+        ck = self.keyring.get(session.session_class)
+        if ck is not None and ck.current != res.key_id:
+            session.reissue()
+        return session
+
+    def plan_sealed(self, session: Session, *, presented: bool, now: float) -> Outcome:
+        """Re-seal the cookie when the session changed (no store operations)."""
+        assert self.sealed is not None
+        if session.destroyed or (session.is_new and not session.modified):
+            return CLEAR if presented else NOTHING
+        if session.is_new:
+            created = session.created_at if session.created_at is not None else now
+            absolute_at = created + self.timeouts.absolute
+            session.id = self.codec.new_session_id()
+        else:
+            created = session.created_at if session.created_at is not None else now
+            absolute_at = session.expires_at or created + self.timeouts.absolute
+            due = session.last_seen is None or now - session.last_seen >= self.timeouts.touch_every
+            if not (session.modified or session.wants_reissue or self.rolling or due):
+                return NOTHING
+        ttl = absolute_at - now
+        if ttl <= 0:
+            return CLEAR
+        payload = {
+            "i": session.id,
+            "u": session.user_id,
+            "c": created,
+            "s": now,
+            "d": session.data(),
+        }
+        token = self.sealed.seal(payload, session_class=session.session_class, ttl=ttl, now=now)
+        session.token, session.created_at, session.last_seen = token, created, now
+        session.expires_at = absolute_at
+        return Outcome(token=token, max_age=int(ttl))
 
     # -- committing -----------------------------------------------------
     def _store_expiry(self, absolute_at: float, now: float) -> float:

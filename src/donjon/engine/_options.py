@@ -7,6 +7,7 @@ from ..config import CookiePolicy, Timeouts
 from ..core import KeyRing, SystemClock
 from ..events import EventHook, Events
 from ..guard import Guard
+from ..stores.cookie import CookieStore
 from ._logic import EngineCore
 
 DEFAULT_GUARD: Any = object()
@@ -29,6 +30,7 @@ def build_core(
     epoch_refresh: float,
     events: Events | Iterable[EventHook] | None,
     guard: Guard | None,
+    store: object = None,
 ) -> EngineCore:
     """Check the options shared by both engine faces and build their logic."""
     return EngineCore(
@@ -43,4 +45,5 @@ def build_core(
         epoch_refresh=epoch_refresh,
         events=events if isinstance(events, Events) else Events(events or ()),
         guard=Guard() if guard is DEFAULT_GUARD else guard,
+        sealed=isinstance(store, CookieStore),
     )

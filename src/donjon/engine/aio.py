@@ -61,6 +61,7 @@ class AsyncEngine:
             epoch_refresh=epoch_refresh,
             events=events,
             guard=guard,
+            store=store,
         )
         self.store: AsyncStore = as_async(store)
 
@@ -95,6 +96,8 @@ class AsyncEngine:
             return core.finish(locked, client=client, path=path, now=now, started=started)
         if token is None:
             session = core.fresh(None)
+        elif core.sealed is not None:
+            session = core.load_sealed(token, now)
         else:
             result = core.verify(token, binding, now)
             try:
@@ -117,6 +120,8 @@ class AsyncEngine:
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
+        if self.core.sealed is not None:
+            return self.core.plan_sealed(session, presented=presented, now=self.core.now())
         ops, outcome = self.core.plan(
             session, presented=presented, binding=binding, now=self.core.now()
         )

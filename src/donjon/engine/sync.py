@@ -82,6 +82,7 @@ class Engine:
             epoch_refresh=epoch_refresh,
             events=events,
             guard=guard,
+            store=store,
         )
         self.store = store
 
@@ -120,6 +121,8 @@ class Engine:
             return core.finish(locked, client=client, path=path, now=now, started=started)
         if token is None:
             session = core.fresh(None)
+        elif core.sealed is not None:
+            session = core.load_sealed(token, now)
         else:
             result = core.verify(token, binding, now)
             try:
@@ -142,6 +145,8 @@ class Engine:
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
+        if self.core.sealed is not None:
+            return self.core.plan_sealed(session, presented=presented, now=self.core.now())
         ops, outcome = self.core.plan(
             session, presented=presented, binding=binding, now=self.core.now()
         )
