@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 from .errors import ConfigurationError
 
-__all__ = ["CookiePolicy", "Timeouts"]
+__all__ = ["CookiePolicy", "Timeouts", "TwoCredentials"]
 
 _COOKIE_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
 
@@ -160,3 +160,52 @@ class CookiePolicy:
     def clear_header(self) -> str:
         """Return a ``Set-Cookie`` header value that deletes the cookie."""
         return self.header("", max_age=0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwoCredentials:
+    """The two-credential mode: a short-lived access credential and a refresh credential.
+
+    The **access** credential is a sealed cookie (AES-256-GCM) sent on every
+    request and checked without any store call; it expires after
+    ``access_ttl``. The **refresh** credential is a signed token whose
+    session lives in the store; its cookie is sent only to ``refresh_path``
+    (``SameSite=Strict``). When the access credential has expired the
+    middleware sends the browser through the refresh path (one store call),
+    which issues a new access credential and rotates the refresh credential.
+    A refresh credential used twice kills its whole session (reuse
+    detection). Logout deletes the record and clears both cookies; the kill
+    switch revokes both at once.
+
+    Not guaranteed: a copied access credential keeps working until it
+    expires (at most ``access_ttl``) even after logout — keep it short.
+    """
+
+    access_ttl: float = 300.0
+    """Seconds an access credential is valid (minutes, not hours)."""
+    refresh_path: str = "/_donjon/refresh"
+    """The only path the refresh cookie is sent to; the middleware answers it."""
+    refresh_name: str = "donjon-refresh"
+    """Base name of the refresh cookie (``__Secure-`` is added when secure)."""
+
+    def __post_init__(self) -> None:
+        _positive("access_ttl", self.access_ttl)
+        if self.access_ttl > 3600:
+            raise ConfigurationError("access_ttl must be at most an hour: it cannot be revoked")
+        if not self.refresh_path.startswith("/") or self.refresh_path == "/":
+            raise ConfigurationError(
+                "refresh_path must be a path of its own, e.g. /_donjon/refresh"
+            )
+
+    def refresh_cookie(self, cookie: CookiePolicy) -> CookiePolicy:
+        """The policy of the refresh cookie, derived from the session cookie's."""
+        return CookiePolicy(
+            name=self.refresh_name,
+            secure=cookie.secure,
+            http_only=True,
+            same_site="strict",
+            path=self.refresh_path,
+            domain=cookie.domain,
+            host_prefix=False,
+            persistent=cookie.persistent,
+        )

@@ -46,6 +46,7 @@ class Session(MutableMapping[str, "JSONValue"]):
         "_regenerated",
         "_reissue",
         "_user_changed",
+        "access_expires_at",
         "created_at",
         "expires_at",
         "id",
@@ -104,6 +105,8 @@ class Session(MutableMapping[str, "JSONValue"]):
         self.expires_at = expires_at
         self.retry_after: float | None = None
         """For LOCKED_OUT: seconds until the client may try again."""
+        self.access_expires_at: float | None = None
+        """Two-credential mode: when the access credential expires."""
 
     # -- mapping --------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -115,6 +118,8 @@ class Session(MutableMapping[str, "JSONValue"]):
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        if key.startswith("__donjon"):
+            raise KeyError(f"session keys starting with '__donjon' are reserved: {key!r}")
         try:
             _dumps(value)
         except (TypeError, ValueError) as exc:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
-from ..config import CookiePolicy, Timeouts
+from ..config import CookiePolicy, Timeouts, TwoCredentials
 from ..core import KeyRing, TokenCodec, Verdict, VerifyResult
 from ..core._ids import record_key
 from ..errors import ConfigurationError
@@ -65,6 +65,11 @@ class Outcome:
     clear: bool = False
     interrupted: bool = False
     """The record vanished during the request (revoked or logged out elsewhere)."""
+    refresh_token: str | None = None
+    """Two-credential mode: a new refresh credential to send."""
+    refresh_max_age: int | None = None
+    clear_refresh: bool = False
+    """Two-credential mode: delete the refresh cookie."""
 
     def set_cookie_header(self, policy: CookiePolicy) -> str | None:
         """Return the ``Set-Cookie`` value for this outcome, or ``None``."""
@@ -74,9 +79,32 @@ class Outcome:
             return policy.clear_header()
         return None
 
+    def set_cookie_headers(
+        self, policy: CookiePolicy, refresh: CookiePolicy | None = None
+    ) -> list[str]:
+        """Return every ``Set-Cookie`` value for this outcome (session and refresh)."""
+        out = []
+        main = self.set_cookie_header(policy)
+        if main is not None:
+            out.append(main)
+        if refresh is not None:
+            if self.refresh_token is not None:
+                age = self.refresh_max_age if refresh.persistent else None
+                out.append(refresh.header(self.refresh_token, max_age=age))
+            elif self.clear_refresh:
+                out.append(refresh.clear_header())
+        return out
+
 
 NOTHING: Final = Outcome()
 CLEAR: Final = Outcome(clear=True)
+CLEAR_BOTH: Final = Outcome(clear=True, clear_refresh=True)
+REFRESH_FIELD: Final = "__donjon_rt"
+"""Reserved record field: issue time (ms) of the current refresh credential."""
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def session_ref(key: str) -> str:
@@ -102,9 +130,11 @@ class EngineCore:
         "events",
         "guard",
         "keyring",
-        "sealed",
+        "refresh_cookie",
         "rolling",
+        "sealed",
         "timeouts",
+        "two",
     )
 
     def __init__(
@@ -122,6 +152,7 @@ class EngineCore:
         events: Events,
         guard: Guard | None,
         sealed: bool = False,
+        two: TwoCredentials | None = None,
     ) -> None:
         if default_class not in keyring.classes:
             raise ConfigurationError(
@@ -138,9 +169,16 @@ class EngineCore:
         self.epoch_refresh = epoch_refresh
         self.events = events
         self.guard = guard
+        if sealed and two is not None:
+            raise ConfigurationError(
+                "the two-credential mode keeps refresh sessions in a server-side store, "
+                "not in CookieStore"
+            )
+        self.two = two
+        self.refresh_cookie = two.refresh_cookie(cookie) if two is not None else None
         self.sealed = (
             SealedCodec(keyring, clock=clock, skew=skew, cookie_name_length=len(cookie.cookie_name))
-            if sealed
+            if sealed or two is not None
             else None
         )
         self._epochs_at = float("-inf")
@@ -277,10 +315,230 @@ class EngineCore:
             time=now,
         )
 
+    # -- two-credential mode -----------------------------------------------
+    def load_access(self, token: object, now: float) -> Session:
+        """Check an access credential: a seal, no store call."""
+        if self.sealed is None:  # pragma: no cover - the faces check the mode
+            raise RuntimeError("not an engine in a sealed mode")
+        res = self.sealed.unseal(token, now=now)
+        if res.verdict is Verdict.EXPIRED:
+            session = self.fresh(res)
+            session.reason = "access_expired"
+            return session
+        if res.verdict is not Verdict.VALID or res.payload is None:
+            return self.fresh(res)
+        p = res.payload
+        data, sid, created, absolute_at = p.get("d"), p.get("i"), p.get("c"), p.get("x")
+        if (
+            p.get("a") != 1
+            or not isinstance(data, dict)
+            or not isinstance(sid, str)
+            or not isinstance(created, (int, float))
+            or not isinstance(absolute_at, (int, float))
+        ):
+            return self.fresh(res, verdict=Verdict.MALFORMED)
+        user = p.get("u")
+        session = Session(
+            data=data,
+            raw={k: _dumps(v) for k, v in data.items()},
+            session_id=sid,
+            session_class=res.session_class or self.default_class,
+            user_id=user if isinstance(user, str) else None,
+            verdict=Verdict.VALID,
+            key_id=res.key_id,
+            token=token if isinstance(token, str) else None,
+            created_at=float(created),
+            last_seen=now,
+            expires_at=float(absolute_at),
+        )
+        session.access_expires_at = res.expires_at
+        ck = self.keyring.get(session.session_class)
+        if ck is not None and ck.current != res.key_id:
+            session.reissue()
+        return session
+
+    def _access_seal(
+        self,
+        *,
+        sid: str,
+        session_class: str,
+        user_id: str | None,
+        created: float,
+        absolute_at: float,
+        data: dict[str, object],
+        access_until: float,
+        now: float,
+    ) -> str:
+        if self.sealed is None:  # pragma: no cover - the faces check the mode
+            raise RuntimeError("not an engine in a sealed mode")
+        payload = {"a": 1, "i": sid, "u": user_id, "c": created, "x": absolute_at, "d": data}
+        return self.sealed.seal(
+            payload, session_class=session_class, ttl=max(0.001, access_until - now), now=now
+        )
+
+    def plan_access(
+        self, session: Session, *, presented: bool, now: float
+    ) -> tuple[list[Op], Outcome]:
+        """Commit in the two-credential mode: store writes plus both cookies."""
+        if self.two is None:  # pragma: no cover - the faces check the mode
+            raise RuntimeError("not an engine in the two-credential mode")
+        ops: list[Op] = []
+        old_key = record_key(session.id) if session.id is not None else None
+        if session.destroyed:
+            if old_key is not None:
+                ops.append(Delete(old_key))
+            return ops, (CLEAR_BOTH if presented or old_key else NOTHING)
+        if session.is_new:
+            if not session.modified:
+                return ops, (CLEAR if presented else NOTHING)
+            if session.regenerated and old_key is not None:
+                ops.append(Delete(old_key))
+            sid = self.codec.new_session_id()
+            created = session.created_at if session.created_at is not None else now
+            absolute_at = created + self.timeouts.absolute
+            if absolute_at <= now:
+                return ops, CLEAR_BOTH
+            refresh = self.codec.issue(
+                session_class=session.session_class, ttl=absolute_at - now, session_id=sid, now=now
+            )
+            fields = session.all_fields()
+            fields[REFRESH_FIELD] = str(int(now * 1000))
+            ops.append(
+                Write(
+                    key=record_key(sid),
+                    fields=fields,
+                    session_class=session.session_class,
+                    user_id=session.user_id,
+                    created_at=created,
+                    last_seen=now,
+                    expires_at=self._store_expiry(absolute_at, now),
+                    create=True,
+                )
+            )
+            access_until = min(absolute_at, now + self.two.access_ttl)
+            token = self._access_seal(
+                sid=sid,
+                session_class=session.session_class,
+                user_id=session.user_id,
+                created=created,
+                absolute_at=absolute_at,
+                data=session.data(),
+                access_until=access_until,
+                now=now,
+            )
+            session.id, session.created_at, session.last_seen = sid, created, now
+            session.expires_at, session.token = absolute_at, token
+            session.access_expires_at = access_until
+            max_age = int(absolute_at - now)
+            return ops, Outcome(
+                token=token, max_age=max_age, refresh_token=refresh, refresh_max_age=max_age
+            )
+        if old_key is None or session.id is None:  # pragma: no cover - is_new covers it
+            raise RuntimeError("an existing session without an id")
+        absolute_at = session.expires_at if session.expires_at is not None else now
+        changed, deleted = session.changes()
+        if changed or deleted or session.user_changed:
+            changed.pop(REFRESH_FIELD, None)
+            ops.append(
+                Write(
+                    key=old_key,
+                    fields=changed,
+                    deleted=deleted - {REFRESH_FIELD},
+                    session_class=session.session_class,
+                    user_id=session.user_id,
+                    created_at=session.created_at if session.created_at is not None else now,
+                    last_seen=now,
+                    expires_at=self._store_expiry(absolute_at, now),
+                    create=False,
+                )
+            )
+        elif not session.wants_reissue:
+            return ops, NOTHING
+        access_until = session.access_expires_at or now
+        token = self._access_seal(
+            sid=session.id,
+            session_class=session.session_class,
+            user_id=session.user_id,
+            created=session.created_at or now,
+            absolute_at=absolute_at,
+            data=session.data(),
+            access_until=access_until,
+            now=now,
+        )
+        session.token = token
+        return ops, Outcome(token=token, max_age=int(absolute_at - now))
+
+    def plan_refresh(
+        self, result: VerifyResult, record: Record | None, now: float
+    ) -> tuple[list[Op], Outcome, Verdict, str]:
+        """Exchange a refresh credential: rotate it and issue a new access credential.
+
+        Returns the store operations, the cookies, and the verdict and reason
+        for the event. A refresh credential older than the current one is a
+        reuse: the whole session is killed.
+        """
+        if self.two is None:  # pragma: no cover - the faces check the mode
+            raise RuntimeError("not an engine in the two-credential mode")
+        sid = result.session_id or ""
+        key = record_key(sid)
+        if record is None or record.session_class != result.session_class:
+            return [], CLEAR_BOTH, Verdict.UNKNOWN, "no_record"
+        idle = self.timeouts.idle
+        if idle is not None and now - record.last_seen > idle:
+            return [Delete(key)], CLEAR_BOTH, Verdict.IDLE_EXPIRED, "idle"
+        try:
+            current = int(record.fields[REFRESH_FIELD])
+            data = {k: json.loads(v) for k, v in record.fields.items() if k != REFRESH_FIELD}
+        except (KeyError, ValueError, TypeError):
+            return [], CLEAR_BOTH, Verdict.UNKNOWN, "undecodable"
+        presented = round((result.issued_at or 0) * 1000)
+        if presented < current:
+            log.warning("refresh credential reused: session %s killed", key[:12])
+            return [Delete(key)], CLEAR_BOTH, Verdict.REVOKED, "refresh_reuse"
+        if presented > current:
+            return [], CLEAR_BOTH, Verdict.FORGED, "refresh_ahead"
+        absolute_at = result.expires_at or now
+        issue_at = max(now, (current + 1) / 1000)
+        refresh = self.codec.issue(
+            session_class=record.session_class,
+            ttl=max(0.001, absolute_at - issue_at),
+            session_id=sid,
+            now=issue_at,
+        )
+        access_until = min(absolute_at, now + self.two.access_ttl)
+        token = self._access_seal(
+            sid=sid,
+            session_class=record.session_class,
+            user_id=record.user_id,
+            created=record.created_at,
+            absolute_at=absolute_at,
+            data=data,
+            access_until=access_until,
+            now=now,
+        )
+        write = Write(
+            key=key,
+            fields={REFRESH_FIELD: str(int(issue_at * 1000))},
+            session_class=record.session_class,
+            user_id=record.user_id,
+            created_at=record.created_at,
+            last_seen=now,
+            expires_at=self._store_expiry(absolute_at, now),
+            create=False,
+        )
+        max_age = int(absolute_at - now)
+        return (
+            [write],
+            Outcome(token=token, max_age=max_age, refresh_token=refresh, refresh_max_age=max_age),
+            Verdict.VALID,
+            "",
+        )
+
     # -- client-side (sealed cookie) mode --------------------------------
     def load_sealed(self, token: object, now: float) -> Session:
         """Open a sealed-cookie session (no store at all)."""
-        assert self.sealed is not None
+        if self.sealed is None:  # pragma: no cover - the faces check the mode
+            raise RuntimeError("not an engine in a sealed mode")
         res = self.sealed.unseal(token, now=now)
         if res.verdict is not Verdict.VALID or res.payload is None:
             return self.fresh(res)
@@ -320,7 +578,8 @@ class EngineCore:
 
     def plan_sealed(self, session: Session, *, presented: bool, now: float) -> Outcome:
         """Re-seal the cookie when the session changed (no store operations)."""
-        assert self.sealed is not None
+        if self.sealed is None:  # pragma: no cover - the faces check the mode
+            raise RuntimeError("not an engine in a sealed mode")
         if session.destroyed or (session.is_new and not session.modified):
             return CLEAR if presented else NOTHING
         if session.is_new:

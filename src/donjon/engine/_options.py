@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..config import CookiePolicy, Timeouts
+from ..config import CookiePolicy, Timeouts, TwoCredentials
 from ..core import KeyRing, SystemClock
 from ..events import EventHook, Events
 from ..guard import Guard
@@ -31,6 +31,7 @@ def build_core(
     events: Events | Iterable[EventHook] | None,
     guard: Guard | None,
     store: object = None,
+    two: TwoCredentials | None = None,
 ) -> EngineCore:
     """Check the options shared by both engine faces and build their logic."""
     return EngineCore(
@@ -46,4 +47,5 @@ def build_core(
         events=events if isinstance(events, Events) else Events(events or ()),
         guard=Guard() if guard is DEFAULT_GUARD else guard,
         sealed=isinstance(store, CookieStore),
+        two=two,
     )

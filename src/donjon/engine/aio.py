@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, final
 
 from ..core import Verdict
 from ..core._ids import record_key
-from ..errors import StoreUnavailable
+from ..errors import ConfigurationError, StoreUnavailable
 from ..stores._base import AsyncStore, SessionInfo, Store, Write, as_async
-from ._logic import Delete, EngineCore, Op, Outcome, Touch
+from ._logic import CLEAR_BOTH, Delete, EngineCore, Op, Outcome, Touch
 from ._options import DEFAULT_GUARD, build_core
 
 if TYPE_CHECKING:
-    from ..config import CookiePolicy, Timeouts
+    from ..config import CookiePolicy, Timeouts, TwoCredentials
     from ..core import KeyRing
     from ..events import EventHook, Events
     from ..guard import Guard
@@ -48,6 +48,7 @@ class AsyncEngine:
         epoch_refresh: float = 1.0,
         events: Events | Iterable[EventHook] | None = None,
         guard: Guard | None = DEFAULT_GUARD,
+        two_credentials: TwoCredentials | None = None,
     ) -> None:
         self.core: EngineCore = build_core(
             keyring=keyring,
@@ -62,6 +63,7 @@ class AsyncEngine:
             events=events,
             guard=guard,
             store=store,
+            two=two_credentials,
         )
         self.store: AsyncStore = as_async(store)
 
@@ -74,6 +76,60 @@ class AsyncEngine:
     def cookie(self) -> CookiePolicy:
         """The cookie policy."""
         return self.core.cookie
+
+    @property
+    def refresh_cookie(self) -> CookiePolicy | None:
+        """The refresh cookie's policy in the two-credential mode, else ``None``."""
+        return self.core.refresh_cookie
+
+    def cookie_headers(self, outcome: Outcome) -> list[str]:
+        """Every ``Set-Cookie`` value an outcome asks for (session and refresh)."""
+        return outcome.set_cookie_headers(self.core.cookie, self.core.refresh_cookie)
+
+    async def refresh(
+        self,
+        token: str | bytes | None,
+        *,
+        client: str | None = None,
+        path: str | None = None,
+    ) -> Outcome:
+        """Two-credential mode: exchange a refresh credential (one store read, one write).
+
+        Returns the outcome to send: a new access credential and a rotated
+        refresh credential, or both cookies cleared. A refresh credential
+        used a second time kills its whole session. Never raises for client
+        input; raises :class:`~donjon.StoreUnavailable` when the store is down.
+        """
+        core = self.core
+        if core.two is None:
+            raise ConfigurationError("refresh() needs an engine with two_credentials")
+        started = time.perf_counter()
+        now = core.now()
+        client = core.client_key(client)
+        locked = core.locked_out(client, now)
+        if locked is not None:
+            core.finish(locked, client=client, path=path, now=now, started=started)
+            return CLEAR_BOTH
+        result = core.verify(token, None, now) if token is not None else None
+        try:
+            if result is not None and core.epochs_stale(result, now):
+                core.apply_epochs(await self.store.epochs(), now)
+                result = core.verify(token, None, now)
+            if result is None or result.verdict is not Verdict.VALID:
+                session = core.fresh(result)
+                outcome = CLEAR_BOTH
+            else:
+                record = await self.store.load(record_key(result.session_id or ""))
+                ops, outcome, verdict, reason = core.plan_refresh(result, record, now)
+                if not await self._run(ops) and verdict is Verdict.VALID:
+                    outcome, verdict, reason = CLEAR_BOTH, Verdict.UNKNOWN, "vanished"
+                session = core.fresh(result, verdict=verdict)
+                session.reason = reason
+        except StoreUnavailable:
+            core.events.store_error("refresh")
+            raise
+        core.finish(session, client=client, path=path, now=now, started=started)
+        return outcome
 
     async def load(
         self,
@@ -96,6 +152,8 @@ class AsyncEngine:
             return core.finish(locked, client=client, path=path, now=now, started=started)
         if token is None:
             session = core.fresh(None)
+        elif core.two is not None:
+            session = core.load_access(token, now)
         elif core.sealed is not None:
             session = core.load_sealed(token, now)
         else:
@@ -120,11 +178,14 @@ class AsyncEngine:
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
-        if self.core.sealed is not None:
+        if self.core.two is not None:
+            ops, outcome = self.core.plan_access(session, presented=presented, now=self.core.now())
+        elif self.core.sealed is not None:
             return self.core.plan_sealed(session, presented=presented, now=self.core.now())
-        ops, outcome = self.core.plan(
-            session, presented=presented, binding=binding, now=self.core.now()
-        )
+        else:
+            ops, outcome = self.core.plan(
+                session, presented=presented, binding=binding, now=self.core.now()
+            )
         try:
             if not await self._run(ops):
                 return Outcome(clear=True, interrupted=True)

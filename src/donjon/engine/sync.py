@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, final
 
 from ..core import Verdict
 from ..core._ids import record_key
-from ..errors import StoreUnavailable
+from ..errors import ConfigurationError, StoreUnavailable
 from ..stores._base import SessionInfo, Store, Write
-from ._logic import Delete, EngineCore, Op, Outcome, Touch
+from ._logic import CLEAR_BOTH, Delete, EngineCore, Op, Outcome, Touch
 from ._options import DEFAULT_GUARD, build_core
 
 if TYPE_CHECKING:
-    from ..config import CookiePolicy, Timeouts
+    from ..config import CookiePolicy, Timeouts, TwoCredentials
     from ..core import KeyRing
     from ..events import EventHook, Events
     from ..guard import Guard
@@ -69,6 +69,7 @@ class Engine:
         epoch_refresh: float = 1.0,
         events: Events | Iterable[EventHook] | None = None,
         guard: Guard | None = DEFAULT_GUARD,
+        two_credentials: TwoCredentials | None = None,
     ) -> None:
         self.core: EngineCore = build_core(
             keyring=keyring,
@@ -83,6 +84,7 @@ class Engine:
             events=events,
             guard=guard,
             store=store,
+            two=two_credentials,
         )
         self.store = store
 
@@ -95,6 +97,60 @@ class Engine:
     def cookie(self) -> CookiePolicy:
         """The cookie policy."""
         return self.core.cookie
+
+    @property
+    def refresh_cookie(self) -> CookiePolicy | None:
+        """The refresh cookie's policy in the two-credential mode, else ``None``."""
+        return self.core.refresh_cookie
+
+    def cookie_headers(self, outcome: Outcome) -> list[str]:
+        """Every ``Set-Cookie`` value an outcome asks for (session and refresh)."""
+        return outcome.set_cookie_headers(self.core.cookie, self.core.refresh_cookie)
+
+    def refresh(
+        self,
+        token: str | bytes | None,
+        *,
+        client: str | None = None,
+        path: str | None = None,
+    ) -> Outcome:
+        """Two-credential mode: exchange a refresh credential (one store read, one write).
+
+        Returns the outcome to send: a new access credential and a rotated
+        refresh credential, or both cookies cleared. A refresh credential
+        used a second time kills its whole session. Never raises for client
+        input; raises :class:`~donjon.StoreUnavailable` when the store is down.
+        """
+        core = self.core
+        if core.two is None:
+            raise ConfigurationError("refresh() needs an engine with two_credentials")
+        started = time.perf_counter()
+        now = core.now()
+        client = core.client_key(client)
+        locked = core.locked_out(client, now)
+        if locked is not None:
+            core.finish(locked, client=client, path=path, now=now, started=started)
+            return CLEAR_BOTH
+        result = core.verify(token, None, now) if token is not None else None
+        try:
+            if result is not None and core.epochs_stale(result, now):
+                core.apply_epochs(self.store.epochs(), now)
+                result = core.verify(token, None, now)
+            if result is None or result.verdict is not Verdict.VALID:
+                session = core.fresh(result)
+                outcome = CLEAR_BOTH
+            else:
+                record = self.store.load(record_key(result.session_id or ""))
+                ops, outcome, verdict, reason = core.plan_refresh(result, record, now)
+                if not self._run(ops) and verdict is Verdict.VALID:
+                    outcome, verdict, reason = CLEAR_BOTH, Verdict.UNKNOWN, "vanished"
+                session = core.fresh(result, verdict=verdict)
+                session.reason = reason
+        except StoreUnavailable:
+            core.events.store_error("refresh")
+            raise
+        core.finish(session, client=client, path=path, now=now, started=started)
+        return outcome
 
     def load(
         self,
@@ -121,6 +177,8 @@ class Engine:
             return core.finish(locked, client=client, path=path, now=now, started=started)
         if token is None:
             session = core.fresh(None)
+        elif core.two is not None:
+            session = core.load_access(token, now)
         elif core.sealed is not None:
             session = core.load_sealed(token, now)
         else:
@@ -145,11 +203,14 @@ class Engine:
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
-        if self.core.sealed is not None:
+        if self.core.two is not None:
+            ops, outcome = self.core.plan_access(session, presented=presented, now=self.core.now())
+        elif self.core.sealed is not None:
             return self.core.plan_sealed(session, presented=presented, now=self.core.now())
-        ops, outcome = self.core.plan(
-            session, presented=presented, binding=binding, now=self.core.now()
-        )
+        else:
+            ops, outcome = self.core.plan(
+                session, presented=presented, binding=binding, now=self.core.now()
+            )
         try:
             if not self._run(ops):
                 return Outcome(clear=True, interrupted=True)
