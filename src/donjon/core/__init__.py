@@ -23,15 +23,15 @@ from ._verdict import Verdict as Verdict
 
 __all__ = [
     "ATTACK_VERDICTS",
+    "ClassKeys",
+    "KeyRing",
     "MAX_TOKEN_LENGTH",
     "MAX_TTL",
     "MIN_SECRET_BYTES",
     "SESSION_ID_RE",
-    "TOKEN_VERSION",
-    "ClassKeys",
-    "KeyRing",
     "Secret",
     "SystemClock",
+    "TOKEN_VERSION",
     "TokenCodec",
     "Verdict",
     "VerifyResult",

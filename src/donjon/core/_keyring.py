@@ -197,6 +197,8 @@ class KeyRing:
     def generate(cls, classes: Iterable[str] = ("user",), *, key_id: str = "k1") -> KeyRing:
         """Return a ring with one fresh random 32-byte key per class."""
         ring = cls()
+        if isinstance(classes, str):
+            classes = (classes,)  # "user" means one class, not four one-letter ones
         for name in classes:
             ring.add_class(name, keys={key_id: Secret.generate()})
         if not ring._classes:
@@ -362,6 +364,8 @@ class KeyRing:
             )
             not_after = dict(ck.not_after)
             if grace_until is not None:
+                if not math.isfinite(grace_until):
+                    raise ConfigurationError("grace_until must be a finite Unix time")
                 not_after[ck.current] = float(grace_until)
             self._classes[ck.name] = ClassKeys.build(
                 name=ck.name,
