@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, final
+from typing import Any, cast, final
 
 from ..core import Verdict
-from ..engine import AsyncEngine
+from ..engine import AsyncEngine, Engine
 from ..errors import StoreUnavailable
 from ..session import Session
 from ._common import ERROR_BODIES, ClientResolver, Proxy, response_headers
@@ -46,13 +46,23 @@ class SessionMiddleware:
     """Loads the session before the app runs and commits it when the response starts.
 
     The session is put in ``scope["session"]`` (so ``request.session`` works in
-    Starlette, FastAPI and Litestar); its ``.verdict`` tells what the
-    presented cookie was. At the edge:
+    Starlette, FastAPI and Litestar; :mod:`donjon.adapters.starlette` and
+    :mod:`donjon.adapters.litestar` add typed access); its ``.verdict`` tells
+    what the presented cookie was. At the edge:
 
     * a locked-out client gets ``429`` with ``Retry-After``; nothing is parsed;
     * a store that is down gives ``503`` (and nothing half-written);
     * any other bad cookie starts a fresh anonymous session and the bad cookie
-      is cleared — never a 500, never a traceback.
+      is cleared — never a 500, never a traceback;
+    * a response that sets or clears the cookie carries
+      ``Cache-Control: no-store`` (replacing the app's), so no shared cache
+      keeps a token; an untouched new session sends no cookie at all.
+
+    Cookie header edge cases (duplicates: the first wins; over 16 KiB: not
+    parsed, MALFORMED) are those of :func:`~donjon.adapters.find_cookie`.
+    WebSocket connections get the session **read-only**: it is loaded and
+    checked at the handshake, but nothing the socket handler changes is
+    saved, since no HTTP response carries a cookie back.
 
     Args:
         app: The ASGI app to wrap.
@@ -71,6 +81,11 @@ class SessionMiddleware:
         proxy: Proxy | None = None,
         binding: Callable[[Scope], str | bytes | None] | None = None,
     ) -> None:
+        if isinstance(cast(object, engine), Engine):  # an easy mix-up; fail at start-up
+            raise TypeError(
+                "SessionMiddleware needs an AsyncEngine; the sync Engine is for WSGI "
+                "(donjon.adapters.wsgi)"
+            )
         self.app = app
         self.engine = engine
         self._resolver = ClientResolver(proxy)

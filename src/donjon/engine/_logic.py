@@ -391,8 +391,6 @@ class EngineCore:
         if session.is_new:
             if not session.modified:
                 return ops, (CLEAR if presented else NOTHING)
-            if session.regenerated and old_key is not None:
-                ops.append(Delete(old_key))
             sid = self.codec.new_session_id()
             created = session.created_at if session.created_at is not None else now
             absolute_at = created + self.timeouts.absolute
@@ -415,6 +413,10 @@ class EngineCore:
                     create=True,
                 )
             )
+            if session.regenerated and old_key is not None:
+                # Written first, deleted second: a store failure in between
+                # leaves the old session alive, never the user with none.
+                ops.append(Delete(old_key))
             access_until = min(absolute_at, now + self.two.access_ttl)
             token = self._access_seal(
                 sid=sid,
@@ -664,8 +666,6 @@ class EngineCore:
             if not session.modified and not session.regenerated:
                 # An untouched new session costs nothing: no record, no cookie.
                 return ops, (CLEAR if presented else NOTHING)
-            if session.regenerated and old_key is not None:
-                ops.append(Delete(old_key))
             sid = self.codec.new_session_id()
             created = session.created_at if session.created_at is not None else now
             absolute_at = created + self.timeouts.absolute
@@ -683,6 +683,10 @@ class EngineCore:
                     create=True,
                 )
             )
+            if session.regenerated and old_key is not None:
+                # Written first, deleted second: a store failure in between
+                # leaves the old session alive, never the user with none.
+                ops.append(Delete(old_key))
             session.id, session.created_at, session.last_seen = sid, created, now
             session.expires_at = absolute_at
             return ops, self._issue(session, sid, absolute_at, now, binding)
