@@ -264,7 +264,7 @@ class AppSuite:
         ("make", "verdict"),
         [
             pytest.param(lambda t: "garbage", "malformed", id="garbage"),
-            pytest.param(lambda t: "", "malformed", id="empty"),
+            pytest.param(lambda t: "", "absent", id="empty"),
             pytest.param(lambda t: f'"{t}"', "malformed", id="quoted"),
             pytest.param(lambda t: t + "x", "malformed", id="trailing-junk"),
             pytest.param(lambda t: t[:-1] + ("0" if t[-1] != "0" else "1"), "forged", id="mac"),

@@ -6,7 +6,7 @@ import pytest
 
 from donjon.adapters import Proxy, find_cookie
 from donjon.adapters._common import ClientResolver, response_headers
-from donjon.adapters._cookies import MAX_COOKIE_HEADER, CookieLookup
+from donjon.adapters._cookies import MAX_COOKIE_HEADER, OVERSIZE, CookieLookup
 from donjon.errors import ConfigurationError
 
 NAME = "donjon"
@@ -67,10 +67,11 @@ class TestFindCookie:
     def test_value_with_equals_is_kept_whole(self) -> None:
         assert find_cookie([b"donjon=a=b=c"], NAME).value == "a=b=c"
 
-    def test_empty_value_is_presented(self) -> None:
+    def test_empty_value_is_presented_but_absent(self) -> None:
         found = find_cookie([b"donjon="], NAME)
-        assert found.value == ""
-        assert found.presented
+        assert found.value is None, "an empty value is no token (and no attack)"
+        assert found.problem == "empty"
+        assert found.presented, "it is still cleared"
 
     def test_high_bytes_decode_as_latin1(self) -> None:
         assert find_cookie([b"donjon=\xe9\xff"], NAME).value == "\xe9\xff"
@@ -83,7 +84,7 @@ class TestFindCookie:
     def test_huge_header_is_not_parsed(self) -> None:
         raw = b"donjon=tok; pad=" + b"x" * MAX_COOKIE_HEADER
         found = find_cookie([raw], NAME)
-        assert found == CookieLookup("", "header_too_large")
+        assert found == CookieLookup(OVERSIZE, "header_too_large")
         assert found.presented  # so the engine rejects it (MALFORMED) and it is cleared
 
     def test_huge_total_over_several_headers(self) -> None:

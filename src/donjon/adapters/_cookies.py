@@ -20,7 +20,7 @@ class CookieLookup:
     value: str | None
     """The first value of the cookie, or ``None`` when absent or unusable."""
     problem: str | None = None
-    """``"header_too_large"``, ``"not_latin1"`` or ``"duplicate"`` (value kept)."""
+    """``"header_too_large"``, ``"not_latin1"``, ``"empty"`` or ``"duplicate"`` (value kept)."""
 
     @property
     def presented(self) -> bool:
@@ -29,6 +29,8 @@ class CookieLookup:
 
 
 ABSENT: Final = CookieLookup(None)
+OVERSIZE: Final = "\x00" * 512
+"""Stands for a value that was not parsed: longer than any token, so MALFORMED at once."""
 
 
 def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
@@ -38,8 +40,10 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
 
     * several ``Cookie`` headers (HTTP/2) are joined with ``"; "``;
     * a joined header over :data:`MAX_COOKIE_HEADER` bytes is not parsed: the
-      result carries ``problem="header_too_large"`` and an empty value, which
-      the engine rejects as MALFORMED;
+      result carries ``problem="header_too_large"`` and a stand-in value that
+      the engine rejects as MALFORMED (``too_long``) before any other work;
+    * an empty value (a deleted cookie some clients still send) counts as no
+      cookie — not an attack — and is cleared again;
     * pairs without ``=`` and empty names are skipped; whitespace around a
       name or value is trimmed; the value is taken as is (no unquoting, no
       percent-decoding: a token never needs either);
@@ -54,12 +58,12 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
             try:
                 text = raw.decode("latin-1")
             except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
-                return CookieLookup("", "not_latin1")
+                return CookieLookup(OVERSIZE, "not_latin1")
         else:
             text = raw
         total += len(text)
         if total > MAX_COOKIE_HEADER:
-            return CookieLookup("", "header_too_large")
+            return CookieLookup(OVERSIZE, "header_too_large")
         parts.append(text)
     if not parts:
         return ABSENT
@@ -79,4 +83,8 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
             break
     if found is None:
         return ABSENT
+    if not found:
+        # An empty value is a deleted cookie some clients keep sending: not an
+        # attack. It is treated as absent, and cleared again.
+        return CookieLookup(None, "empty")
     return CookieLookup(found, "duplicate" if duplicate else None)
