@@ -170,7 +170,7 @@ class TwoCredentials:
     request and checked without any store call; it expires after
     ``access_ttl``. The **refresh** credential is a signed token whose
     session lives in the store; its cookie is sent only to ``refresh_path``
-    (``SameSite=Strict``). When the access credential has expired the
+    (with the session cookie's ``SameSite``, never ``None``). When the access credential has expired the
     middleware sends the browser through the refresh path (one store call),
     which issues a new access credential and rotates the refresh credential.
     A refresh credential used twice kills its whole session (reuse
@@ -203,7 +203,9 @@ class TwoCredentials:
             name=self.refresh_name,
             secure=cookie.secure,
             http_only=True,
-            same_site="strict",
+            # Lax, not Strict: after a link from another site the browser is sent
+            # through the refresh path, and a Strict cookie would not come along.
+            same_site="lax" if cookie.same_site == "none" else cookie.same_site,
             path=self.refresh_path,
             domain=cookie.domain,
             host_prefix=False,

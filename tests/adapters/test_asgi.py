@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 from typing import Any, ClassVar
@@ -480,25 +481,26 @@ async def test_non_http_scopes_pass_through(engine: AsyncEngine) -> None:
     assert seen == [{"type": "lifespan"}]
 
 
-class _LockedOutEngine:
-    """Stands in for an engine whose guard has locked the client out."""
+def _locked_out_engine() -> AsyncEngine:
+    """A real engine whose guard has already locked out 1.2.3.4 (and 127.0.0.1)."""
+    from donjon import KeyRing
+    from donjon.guard import Guard, GuardPolicy
+    from donjon.stores import MemoryStore
 
-    cookie = CookiePolicy(secure=False)
-
-    async def load(self, token: str | None, **kwargs: Any) -> Session:
-        session = Session(verdict=Verdict.LOCKED_OUT)
-        session.retry_after = 2.2
-        return session
-
-    async def commit(self, session: Session, **kwargs: Any) -> None:
-        raise AssertionError("a locked-out request commits nothing")
+    guard = Guard(GuardPolicy(threshold=1, lockout=2.2))
+    for client in ("1.2.3.4", "127.0.0.1"):
+        guard.record(client, Verdict.FORGED, time.time())
+    return AsyncEngine(
+        keyring=KeyRing.generate(), store=MemoryStore(), cookie=CookiePolicy(secure=False),
+        guard=guard,
+    )
 
 
 async def test_locked_out_is_429_with_retry_after() -> None:
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         raise AssertionError("the app is not reached")
 
-    middleware = SessionMiddleware(app, engine=_LockedOutEngine())  # type: ignore[arg-type]
+    middleware = SessionMiddleware(app, engine=_locked_out_engine())
     async with bare_client(middleware) as client:
         response = await client.get("/", headers={"cookie": f"{NAME}=x"})
     assert response.status_code == 429
@@ -555,7 +557,7 @@ async def test_websocket_locked_out_closes_1008() -> None:
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         raise AssertionError("the app is not reached")
 
-    middleware = SessionMiddleware(app, engine=_LockedOutEngine())  # type: ignore[arg-type]
+    middleware = SessionMiddleware(app, engine=_locked_out_engine())
     assert await _websocket(middleware) == [{"type": "websocket.close", "code": 1008}]
 
 

@@ -55,7 +55,7 @@ def test_login_sets_two_cookies_with_their_own_paths(engine: Engine) -> None:
     access, refresh = headers
     assert access.startswith("__Host-donjon=s1.") and "Path=/;" in access
     assert refresh.startswith("__Secure-donjon-refresh=v1.")
-    assert "Path=/_donjon/refresh" in refresh and "SameSite=Strict" in refresh
+    assert "Path=/_donjon/refresh" in refresh and "SameSite=Lax" in refresh
     assert "HttpOnly" in refresh and "Secure" in refresh
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Collection, Iterable
+import urllib.parse
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, final
 
@@ -98,15 +99,46 @@ class ClientResolver:
         return False
 
 
-def response_headers(set_cookie: str | None) -> list[tuple[str, str]]:
-    """Headers to add to a response whose session cookie is set or cleared.
+def response_headers(set_cookie: str | Sequence[str] | None) -> list[tuple[str, str]]:
+    """Headers to add to a response whose session cookie(s) are set or cleared.
 
     ``Cache-Control: no-store`` keeps shared caches from storing a response
     that carries a session token (OWASP session cheat sheet).
     """
-    if set_cookie is None:
+    if not set_cookie:
         return []
-    return [("set-cookie", set_cookie), ("cache-control", "no-store")]
+    values = [set_cookie] if isinstance(set_cookie, str) else list(set_cookie)
+    return [*(("set-cookie", v) for v in values), ("cache-control", "no-store")]
+
+
+def safe_next(query: str) -> str | None:
+    """The ``next`` parameter of a query string when it is a local path, else ``None``.
+
+    Only paths on this site are followed (``/x``, never ``//host`` or
+    ``https://host``): the refresh path is no open redirect.
+    """
+    for value in urllib.parse.parse_qs(query, max_num_fields=20).get("next", [])[:1]:
+        if (
+            value.startswith("/")
+            and not value.startswith("//")
+            and "\\" not in value
+            and not any(ord(c) < 0x21 or c == "\x7f" for c in value)
+            and len(value) <= 2048
+        ):
+            return value
+    return None
+
+
+def refresh_location(refresh_path: str, path: str, query: str) -> str:
+    """Where to send a browser whose access credential has expired."""
+    target = path + (f"?{query}" if query else "")
+    return f"{refresh_path}?next={urllib.parse.quote(target, safe='')}"
+
+
+REFRESH_REQUIRED: Final = b'{"error":"refresh required"}'
+"""Body of the 401 an unsafe request gets when its access credential expired."""
+LOGIN_REQUIRED: Final = b'{"error":"login required"}'
+"""Body of the 401 a failed refresh gets."""
 
 
 BindingFn = Callable[..., "str | bytes | None"]

@@ -11,7 +11,16 @@ from ..core import Verdict
 from ..engine import AsyncEngine, Engine
 from ..errors import StoreUnavailable
 from ..session import Session
-from ._common import ERROR_BODIES, ClientResolver, Proxy, response_headers
+from ._common import (
+    ERROR_BODIES,
+    LOGIN_REQUIRED,
+    REFRESH_REQUIRED,
+    ClientResolver,
+    Proxy,
+    refresh_location,
+    response_headers,
+    safe_next,
+)
 from ._cookies import find_cookie
 
 __all__ = ["SessionMiddleware"]
@@ -27,6 +36,17 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def _header(scope: Scope, name: bytes) -> list[bytes]:
     return [v for k, v in scope.get("headers", ()) if k == name]
+
+
+async def _raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    base = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    base.extend((k, v) for k, v in headers if k != b"cache-control")
+    await send({"type": "http.response.start", "status": status, "headers": base})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _answer(send: Send, status: int, retry_after: float | None = None) -> None:
@@ -105,6 +125,10 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        two = self.engine.core.two
+        if two is not None and scope["type"] == "http" and scope.get("path") == two.refresh_path:
+            await self._refresh(scope, send)
+            return
         lookup = find_cookie(_header(scope, b"cookie"), self._cookie_name)
         binding = self._binding(scope) if self._binding is not None else None
         try:
@@ -127,11 +151,56 @@ class SessionMiddleware:
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return
+        if two is not None and session.reason == "access_expired":
+            if scope["type"] == "http":
+                await self._send_to_refresh(scope, send, two.refresh_path)
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
         scope["session"] = session
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
         await self.app(scope, receive, self._sender(send, session, lookup.presented, binding))
+
+    async def _refresh(self, scope: Scope, send: Send) -> None:
+        """Answer the refresh path: one store call, new access and refresh cookies."""
+        refresh = self.engine.refresh_cookie
+        assert refresh is not None  # noqa: S101 - only called in the two-credential mode
+        token = find_cookie(_header(scope, b"cookie"), refresh.cookie_name).value
+        try:
+            outcome = await self.engine.refresh(
+                token, client=self.client_of(scope), path=scope.get("path")
+            )
+        except StoreUnavailable:
+            log.exception("session store unavailable while refreshing")
+            await _answer(send, 503)
+            return
+        headers = [
+            (k.encode(), v.encode("latin-1"))
+            for k, v in response_headers(self.engine.cookie_headers(outcome))
+        ]
+        if outcome.token is None:
+            await _raw(send, 401, LOGIN_REQUIRED, headers)
+            return
+        target = safe_next(scope.get("query_string", b"").decode("latin-1"))
+        if target is None:
+            await _raw(send, 204, b"", headers)
+            return
+        headers.append((b"location", target.encode("latin-1")))
+        await _raw(send, 303, b"", headers)
+
+    async def _send_to_refresh(self, scope: Scope, send: Send, refresh_path: str) -> None:
+        """An expired access credential: safe requests are redirected, others get 401."""
+        if scope.get("method", "GET") in ("GET", "HEAD"):
+            where = refresh_location(
+                refresh_path,
+                scope.get("path", "/"),
+                scope.get("query_string", b"").decode("latin-1"),
+            )
+            await _raw(send, 307, b"", [(b"location", where.encode("latin-1"))])
+            return
+        await _raw(send, 401, REFRESH_REQUIRED, [(b"donjon-refresh", refresh_path.encode())])
 
     def _sender(
         self, send: Send, session: Session, presented: bool, binding: str | bytes | None
@@ -151,7 +220,7 @@ class SessionMiddleware:
                     failed = True
                     await _answer(send, 503)
                     return
-                extra = response_headers(outcome.set_cookie_header(self.engine.cookie))
+                extra = response_headers(self.engine.cookie_headers(outcome))
                 if extra:
                     headers = [
                         (k, v) for k, v in message.get("headers", ()) if k != b"cache-control"

@@ -218,7 +218,11 @@ class SessionMiddleware:
         return None
 
     def _commit(
-        self, view: DjangoSession, response: Any, *, presented: bool,
+        self,
+        view: DjangoSession,
+        response: Any,
+        *,
+        presented: bool,
         binding: str | bytes | None,
     ) -> Any:
         engine = self.engine

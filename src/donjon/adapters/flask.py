@@ -222,7 +222,7 @@ class SessionInterface(_FlaskSessionInterface):
             return
         if session.accessed:
             response.vary.add("Cookie")
-        for name, value in response_headers(outcome.set_cookie_header(self.engine.cookie)):
+        for name, value in response_headers(self.engine.cookie_headers(outcome)):
             if name == "set-cookie":
                 response.headers.add("Set-Cookie", value)
             else:

@@ -113,9 +113,7 @@ class SessionMiddleware:
             cast("asgi.Scope", scope), cast("asgi.Receive", receive), cast("asgi.Send", send)
         )
 
-    async def _adopting(
-        self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send
-    ) -> None:
+    async def _adopting(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         app = cast("asgi.ASGIApp", self.app)
         session = scope.get("session")
         if scope["type"] != "http" or not isinstance(session, Session):

@@ -16,7 +16,16 @@ from ..core import Verdict
 from ..engine import AsyncEngine
 from ..errors import StoreUnavailable
 from ..session import Session
-from ._common import ERROR_BODIES, ClientResolver, Proxy, response_headers
+from ._common import (
+    ERROR_BODIES,
+    LOGIN_REQUIRED,
+    REFRESH_REQUIRED,
+    ClientResolver,
+    Proxy,
+    refresh_location,
+    response_headers,
+    safe_next,
+)
 from ._cookies import find_cookie
 
 if TYPE_CHECKING:
@@ -79,6 +88,19 @@ def _answer(
 ) -> list[bytes]:
     start_response(_STATUS_LINES[status], error_headers(status, retry_after))
     return [ERROR_BODIES[status]]
+
+
+def _raw(
+    start_response: StartResponse, status: str, body: bytes, headers: list[tuple[str, str]]
+) -> list[bytes]:
+    base = [
+        ("Content-Type", "application/json"),
+        ("Cache-Control", "no-store"),
+        ("Content-Length", str(len(body))),
+    ]
+    base.extend((k, v) for k, v in headers if k.lower() != "cache-control")
+    start_response(status, base)
+    return [body]
 
 
 def client_of(resolver: ClientResolver, environ: WSGIEnvironment) -> str | None:
@@ -154,7 +176,7 @@ class _Commit:
                 self.started = True
                 _answer(self._start, 503)
                 return _discard
-            self._extra = response_headers(outcome.set_cookie_header(self._engine.cookie))
+            self._extra = response_headers(self._engine.cookie_headers(outcome))
         self.started = True
         if self._extra:
             headers = [(k, v) for k, v in headers if k.lower() != "cache-control"]
@@ -250,10 +272,34 @@ class SessionMiddleware:
         """The guard's client key for a request: the peer, or via trusted proxies."""
         return client_of(self._resolver, environ)
 
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
+    def _refresh(
+        self, environ: WSGIEnvironment, start_response: StartResponse, raw: str | None
+    ) -> list[bytes]:
+        """Answer the refresh path: one store call, new access and refresh cookies."""
+        refresh = self.engine.refresh_cookie
+        assert refresh is not None  # noqa: S101 - only called in the two-credential mode
+        token = find_cookie([raw] if raw else [], refresh.cookie_name).value
+        try:
+            outcome = self.engine.refresh(
+                token, client=self.client_of(environ), path=environ.get("PATH_INFO")
+            )
+        except StoreUnavailable:
+            log.exception("session store unavailable while refreshing")
+            return _answer(start_response, 503)
+        headers = response_headers(self.engine.cookie_headers(outcome))
+        if outcome.token is None:
+            return _raw(start_response, "401 Unauthorized", LOGIN_REQUIRED, headers)
+        target = safe_next(environ.get("QUERY_STRING", ""))
+        if target is None:
+            return _raw(start_response, "204 No Content", b"", headers)
+        return _raw(start_response, "303 See Other", b"", [*headers, ("Location", target)])
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         raw = environ.get("HTTP_COOKIE")
+        two = self.engine.core.two
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        if two is not None and path == two.refresh_path:
+            return self._refresh(environ, start_response, raw)
         lookup = find_cookie([raw] if raw else [], self._cookie_name)
         binding = self._binding(environ) if self._binding is not None else None
         try:
@@ -268,6 +314,16 @@ class SessionMiddleware:
             return _answer(start_response, 503)
         if session.verdict is Verdict.LOCKED_OUT:
             return _answer(start_response, 429, session.retry_after)
+        if two is not None and session.reason == "access_expired":
+            if environ.get("REQUEST_METHOD", "GET") in ("GET", "HEAD"):
+                where = refresh_location(two.refresh_path, path, environ.get("QUERY_STRING", ""))
+                return _raw(start_response, "307 Temporary Redirect", b"", [("Location", where)])
+            return _raw(
+                start_response,
+                "401 Unauthorized",
+                REFRESH_REQUIRED,
+                [("Donjon-Refresh", two.refresh_path)],
+            )
         environ[ENVIRON_KEY] = session
         commit = _Commit(self.engine, start_response, session, lookup.presented, binding)
         result = self.app(environ, commit)
