@@ -46,8 +46,8 @@ __all__ = ["AsyncPostgresStore", "PostgresStore"]
 
 log = logging.getLogger("donjon.store")
 
-Row: TypeAlias = "tuple[Any, ...]"
-Statement: TypeAlias = "tuple[bytes, tuple[object, ...]]"
+_Row: TypeAlias = "tuple[Any, ...]"
+_Statement: TypeAlias = "tuple[bytes, tuple[object, ...]]"
 
 DEFAULT_PREFIX: Final = "donjon_"
 _PREFIX_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,39}")
@@ -165,7 +165,7 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
-def _schema_steps(q: _Queries) -> Generator[Statement, list[Row], None]:
+def _schema_steps(q: _Queries) -> Generator[_Statement, list[_Row], None]:
     """Create or migrate the schema: yield statements, receive their rows.
 
     The driver runs this inside one transaction; the advisory lock taken
@@ -228,7 +228,7 @@ def _decode_fields(text: str) -> dict[str, str]:
     }
 
 
-def _record(rows: list[Row]) -> Record | None:
+def _record(rows: list[_Row]) -> Record | None:
     if not rows:
         return None
     cls, user, created, seen, expires, data = rows[0]
@@ -242,7 +242,7 @@ def _record(rows: list[Row]) -> Record | None:
     )
 
 
-def _infos(rows: list[Row]) -> list[SessionInfo]:
+def _infos(rows: list[_Row]) -> list[SessionInfo]:
     return [
         SessionInfo(
             key=key,
@@ -256,7 +256,7 @@ def _infos(rows: list[Row]) -> list[SessionInfo]:
     ]
 
 
-def _write_statement(q: _Queries, write: Write, now: float) -> Statement:
+def _write_statement(q: _Queries, write: Write, now: float) -> _Statement:
     data = _encode_fields(write.fields)
     if write.create:
         return q.sql["create"], (
@@ -539,7 +539,7 @@ class PostgresStore(_Common):
                         sql, params = steps.send(cur.fetchall() if cur.description else [])
             self._ready = True
 
-    def _run(self, statement: Statement) -> tuple[list[Row], int]:
+    def _run(self, statement: _Statement) -> tuple[list[_Row], int]:
         if not self._ready:
             self._ensure()
         sql, params = statement
@@ -699,7 +699,7 @@ class AsyncPostgresStore(_Common):
                             sql, params = steps.send(rows)
             self._ready = True
 
-    async def _run(self, statement: Statement) -> tuple[list[Row], int]:
+    async def _run(self, statement: _Statement) -> tuple[list[_Row], int]:
         if not self._ready:
             await self._ensure()
         sql, params = statement

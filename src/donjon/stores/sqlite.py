@@ -216,8 +216,8 @@ class SQLiteStore:
         with self._tx() as db:
             db.execute(
                 "UPDATE donjon_sessions SET last_seen = max(last_seen, ?), expires_at = ?"
-                " WHERE key = ?",
-                (last_seen, expires_at, key),
+                " WHERE key = ? AND expires_at > ?",
+                (last_seen, expires_at, key, self._clock.time()),
             )
 
     def sessions_of(self, user_id: str) -> list[SessionInfo]:
