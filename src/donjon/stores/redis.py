@@ -19,11 +19,13 @@ credential, is never stored. The user id appears in no key name (only its
 SHA-256 does); it is kept as the ``user`` field of its own sessions, because
 :meth:`~RedisStore.load` must return it.
 
-Every command that touches a record is one Lua script (EVALSHA, loaded again
-when the server's script cache is empty), so a record is never half-written.
+Every change to a record is one Lua script (EVALSHA, loaded again when the
+server's script cache is empty), so a record is never half-written.
 The command-building logic is written once, as generators that yield batches
 of commands (sans-I/O); :class:`RedisStore` and :class:`AsyncRedisStore` only
 differ in how they send a batch.
+
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
@@ -204,7 +206,8 @@ class _Script:
 
     @classmethod
     def of(cls, source: str) -> _Script:
-        return cls(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis names scripts by SHA-1
+        # Redis names scripts by SHA-1 (EVALSHA); nothing secret depends on it.
+        return cls(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
 
 _WRITE: Final = _Script.of(_WRITE_LUA)
@@ -269,6 +272,14 @@ def _shard(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:2]
 
 
+def _corrupt(message: str, key: str | None = None) -> None:
+    """Log unreadable stored data: no traceback (it would quote the data), a short key."""
+    if key is None:
+        log.error(message)
+    else:
+        log.error(message, key[:12])
+
+
 def _check(result: Any) -> Any:
     """Return ``result``, or raise StoreUnavailable if it is an error value."""
     if isinstance(result, BaseException):
@@ -313,7 +324,7 @@ class _Logic:
     # -- parsing -----------------------------------------------------------
     def _record(self, key: str, raw: Any) -> Record | None:
         if isinstance(raw, BaseException):  # not a hash, or not UTF-8
-            log.error("session record %s in Redis cannot be read; treated as missing", key[:12])
+            _corrupt("session record %s in Redis cannot be read; treated as missing", key)
             return None
         if not raw:
             return None
@@ -330,7 +341,7 @@ class _Logic:
                 expires_at=float(_text(h["expires"])),
             )
         except (KeyError, ValueError):
-            log.error("session record %s in Redis is corrupt; treated as missing", key[:12])  # noqa: TRY400 - no traceback: it would quote stored data
+            _corrupt("session record %s in Redis is corrupt; treated as missing", key)
             return None
         if rec.expires_at <= self.clock.time():
             return None
@@ -401,7 +412,7 @@ class _Logic:
                 try:
                     out.append((shard, _text(m)))
                 except ValueError:
-                    log.error("a user index in Redis holds an unreadable member; skipped")  # noqa: TRY400 - no traceback: it would quote stored data
+                    _corrupt("a user index in Redis holds an unreadable member; skipped")
         return out
 
     def sessions_of(self, user_id: str) -> _Op[list[SessionInfo]]:
@@ -415,7 +426,11 @@ class _Logic:
         out: list[SessionInfo] = []
         stale: dict[str, list[str]] = {}
         for (shard, key), meta in zip(members, metas, strict=True):
-            if isinstance(meta, BaseException) or all(v is None for v in _check(meta)):
+            if isinstance(meta, BaseException):  # not a hash, or not UTF-8
+                _corrupt("session record %s in Redis cannot be read; not listed", key)
+                stale.setdefault(shard, []).append(key)
+                continue
+            if all(v is None for v in meta):  # gone: expired or deleted
                 stale.setdefault(shard, []).append(key)
                 continue
             try:
@@ -434,7 +449,7 @@ class _Logic:
                     expires_at=float(_text(expires)),
                 )
             except ValueError:
-                log.error("session record %s in Redis is corrupt; not listed", key[:12])  # noqa: TRY400 - no traceback: it would quote stored data
+                _corrupt("session record %s in Redis is corrupt; not listed", key)
                 continue
             if info.expires_at > now:
                 out.append(info)
@@ -470,7 +485,7 @@ class _Logic:
             try:
                 out[_text(k)] = float(_text(v))
             except ValueError:
-                log.error("a class epoch in Redis is corrupt; ignored")  # noqa: TRY400 - no traceback: it would quote stored data
+                _corrupt("a class epoch in Redis is corrupt; ignored")
         return out
 
     def raise_epoch(self, session_class: str, epoch: float) -> _Op[float]:
@@ -586,12 +601,16 @@ class RedisStore(_Base):
 
     Not guaranteed: durability beyond what the Redis server is configured for
     (a restart without persistence loses every session: users log in again),
-    and an atomic :meth:`revoke_user` across shards (each of the 256 index
-    shards is revoked atomically; a login racing the revoke may survive it).
+    an atomic :meth:`revoke_user` across shards (each of the 256 index
+    shards is revoked atomically; a login racing the revoke may survive it),
+    and hiding user ids from whoever can read Redis (each session holds its
+    user id; index names hold its unsalted SHA-256).
 
     Args:
         client: A ``redis.Redis`` or ``redis.cluster.RedisCluster``. Give it
-            socket timeouts, or use :meth:`from_url`, which does.
+            socket timeouts and a short retry policy (redis-py's default
+            retries ten times with back-off, so a dead server answers
+            slowly), or use :meth:`from_url`, which does both.
         prefix: Prepended to every key; must not contain ``{`` or ``}``.
         clock: The time source for expiry.
         close_client: Close ``client`` in :meth:`close` (``from_url`` sets it).
