@@ -47,6 +47,7 @@ class Session(MutableMapping[str, "JSONValue"]):
         "_reissue",
         "_user_changed",
         "access_expires_at",
+        "bind_to",
         "created_at",
         "expires_at",
         "id",
@@ -107,6 +108,10 @@ class Session(MutableMapping[str, "JSONValue"]):
         """For LOCKED_OUT: seconds until the client may try again."""
         self.access_expires_at: float | None = None
         """Two-credential mode: when the access credential expires."""
+        self.bind_to: str | bytes | None = None
+        """Context to bind a newly issued token to, set by the app (e.g. at login,
+        the value of a second cookie it sets in the same response); overrides
+        the middleware's binding function for this commit."""
 
     # -- mapping --------------------------------------------------------
     def __getitem__(self, key: str) -> Any:

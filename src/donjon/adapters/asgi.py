@@ -23,7 +23,7 @@ from ._common import (
 )
 from ._cookies import find_cookie
 
-__all__ = ["SessionMiddleware"]
+__all__ = ["SessionMiddleware", "cookie_binding", "header_binding"]
 
 log = logging.getLogger("donjon.adapters")
 
@@ -36,6 +36,33 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def _header(scope: Scope, name: bytes) -> list[bytes]:
     return [v for k, v in scope.get("headers", ()) if k == name]
+
+
+def cookie_binding(name: str) -> Callable[[Scope], str | None]:
+    """Bind sessions to the value of a second cookie (e.g. a display-name cookie).
+
+    Use as ``SessionMiddleware(..., binding=cookie_binding("prefs"))``; at
+    login set ``session.bind_to`` to the value the response sets. A request
+    whose second cookie differs gets BINDING_MISMATCH (counted by the guard).
+    """
+
+    def binding(scope: Scope) -> str | None:
+        return find_cookie(_header(scope, b"cookie"), name).value
+
+    return binding
+
+
+def header_binding(*names: str) -> Callable[[Scope], str]:
+    """Bind sessions to request headers (e.g. ``"user-agent"``).
+
+    Binding helps detection more than prevention: headers can be copied.
+    """
+    wanted = [n.lower().encode("latin-1") for n in names]
+
+    def binding(scope: Scope) -> str:
+        return "\x00".join(b",".join(_header(scope, n)).decode("latin-1") for n in wanted)
+
+    return binding
 
 
 async def _raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

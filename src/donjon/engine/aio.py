@@ -178,6 +178,8 @@ class AsyncEngine:
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
+        if session.bind_to is not None:
+            binding = session.bind_to
         if self.core.two is not None:
             ops, outcome = self.core.plan_access(session, presented=presented, now=self.core.now())
         elif self.core.sealed is not None:
