@@ -46,6 +46,9 @@ async def test_second_cookie_binding() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         await client.post("/login")
         assert (await client.get("/whoami")).json() == {"user": "uma", "verdict": "valid"}
+        for cookie in list(client.cookies.jar):
+            if cookie.name == "prefs":
+                client.cookies.jar.clear(cookie.domain, cookie.path, cookie.name)
         client.cookies.set("prefs", "light")
         r = await client.get("/whoami")
         assert r.json() == {"user": None, "verdict": "binding_mismatch"}
