@@ -43,16 +43,20 @@ Not guaranteed:
 - Hiding the payload length (CBC reveals it to 16 bytes).
 - iron's non-default options (``aes-128-ctr``, more iterations, other salt
   sizes) and statehood's separate cookie ``sign`` option are not supported.
-- Integers beyond 2**53 survive in Python but not in JavaScript.
+- Python types beyond JSON's. Integers beyond 2**53 survive in Python but
+  not in JavaScript; a float with an integral value is written as an
+  integer, as JavaScript writes it, so it comes back as an ``int``.
 
-Differences from iron, none of which changes which seals are accepted:
-the MAC is checked before the expiration (iron checks the expiration
-first), so a forged seal is reported as forged even when also expired;
-:func:`seal` refuses what iron would seal but never unseal (NaN, ``__proto__``
-keys, seals over :data:`MAX_SEAL_LENGTH`); seals made with a ``bytes``
-password must carry empty salts, as iron writes them.
+Differences from iron. The MAC is checked before the expiration (iron
+checks the expiration first), so a forged seal is reported as forged even
+when it is also expired. :func:`seal` refuses what iron would seal but
+never unseal (NaN, ``__proto__`` keys, seals over :data:`MAX_SEAL_LENGTH`).
+:func:`unseal` is stricter than iron only with seals no iron writes:
+``bytes``-password seals must carry the empty salts iron writes (iron
+ignores the unauthenticated HMAC salt), and authentic seals holding invalid
+UTF-8 or non-canonical base64 are MALFORMED.
 
-See the threat model in ``docs/explanation/threat-model`` (client-side state).
+See ``docs/threat-model.md`` (state kept on the client).
 
 .. versionadded:: 0.1
 """
@@ -66,7 +70,7 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, final
 
@@ -80,13 +84,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependency("cryptography", "crypto") from exc
 
 __all__ = [
+    "InvalidSeal",
     "MAC_PREFIX",
     "MAX_SEAL_LENGTH",
     "MIN_PASSWORD_LENGTH",
-    "YAR_MAX_COOKIE_SIZE",
-    "InvalidSeal",
     "SealPassword",
     "UnsealPassword",
+    "YAR_MAX_COOKIE_SIZE",
     "YarCookie",
     "read_yar_cookie",
     "seal",
@@ -140,6 +144,7 @@ _Material: TypeAlias = tuple[bool, bytes]
 _Normalized: TypeAlias = tuple[str, _Material, _Material]
 
 
+@final
 class InvalidSeal(InvalidToken):
     """Raised by :func:`unseal` when a seal is not valid.
 
@@ -194,25 +199,22 @@ def _material(value: object, *, purpose: str, where: str) -> _Material:
 
 def _normalize(value: object, *, password_id: str, where: str) -> _Normalized:
     """iron's ``normalizePassword``: a secret, or ``{secret}``/``{encryption, integrity}``."""
-    if isinstance(value, Mapping):
+    if not isinstance(value, (str, bytes)) and isinstance(value, Mapping):
         if "secret" in value:
-            enc = integ = value["secret"]
+            value = value["secret"]
         elif "encryption" in value and "integrity" in value:
-            enc, integ = value["encryption"], value["integrity"]
+            return (
+                password_id,
+                _material(value["encryption"], purpose="encryption", where=f"{where} encryption"),
+                _material(value["integrity"], purpose="integrity", where=f"{where} integrity"),
+            )
         else:
             raise ConfigurationError(
                 f"{where} must have a 'secret' or both 'encryption' and 'integrity'"
             )
-        return (
-            password_id,
-            _material(enc, purpose="encryption", where=f"{where} encryption secret"),
-            _material(integ, purpose="integrity", where=f"{where} integrity secret"),
-        )
-    return (
-        password_id,
-        _material(value, purpose="encryption", where=where),
-        _material(value, purpose="integrity", where=where),
-    )
+    # One secret for both: the encryption check is the stricter one.
+    material = _material(value, purpose="encryption", where=where)
+    return password_id, material, material
 
 
 def _seal_password(password: object) -> _Normalized:
@@ -273,8 +275,11 @@ def _js_number(x: float) -> str:
         raise ValueError(f"{x!r} is not JSON: JSON.stringify would write null")
     if x == 0:
         return "0"  # and -0 too
-    if x.is_integer() and -_JS_SAFE_INT < x < _JS_SAFE_INT:
-        return str(int(x))
+    if x.is_integer():
+        if -_JS_SAFE_INT < x < _JS_SAFE_INT:
+            return str(int(x))
+    elif 1e-4 <= abs(x) < 1e16:
+        return repr(x)  # plain decimals with a fraction: the same in both languages
     sign = "-" if x < 0 else ""
     # repr() gives the shortest digits that round-trip, as JavaScript requires.
     mantissa, _, exponent = repr(abs(x)).partition("e")
@@ -305,10 +310,14 @@ def _is_array_index(key: str) -> bool:
     )
 
 
-def _object_items(value: Mapping[Any, Any]) -> list[tuple[str, Any]]:
+def _object_items(value: Mapping[Any, Any]) -> Iterable[tuple[str, Any]]:
+    for k in value:
+        if type(k) is not str or k[:1].isdigit() or k == "__proto__":
+            break
+    else:
+        return value.items()  # the common case: nothing to convert, check or reorder
     items: list[tuple[str, Any]] = []
     converted = False
-    indexed = False
     for k, v in value.items():
         if not isinstance(k, str):
             if isinstance(k, int) and not isinstance(k, bool):
@@ -318,52 +327,63 @@ def _object_items(value: Mapping[Any, Any]) -> list[tuple[str, Any]]:
                 raise TypeError(f"keys must be str or int, not {type(k).__name__}")
         if k == "__proto__":
             raise ValueError("iron's unseal (@hapi/bourne) rejects a '__proto__' key")
-        if k[:1].isdigit():
-            indexed = True
         items.append((k, v))
     if converted and len({k for k, _ in items}) != len(items):
         raise ValueError("keys collide once written as JSON strings (e.g. 1 and '1')")
-    if indexed:
-        # JavaScript objects list array-index keys first, in numeric order.
-        index = sorted((kv for kv in items if _is_array_index(kv[0])), key=lambda kv: int(kv[0]))
-        if index:
-            rest = [kv for kv in items if not _is_array_index(kv[0])]
-            items = index + rest
+    # JavaScript objects list array-index keys first, in numeric order.
+    index = sorted((kv for kv in items if _is_array_index(kv[0])), key=lambda kv: int(kv[0]))
+    if index:
+        items = index + [kv for kv in items if not _is_array_index(kv[0])]
     return items
 
 
 def _emit(value: object, out: list[str], active: set[int]) -> None:
-    if isinstance(value, str):
-        out.append(_quote(value))
+    # Exact types first: they are nearly all a session holds.
+    t = type(value)
+    if t is str:
+        out.append(_quote(value))  # type: ignore[arg-type]
+    elif t is int:
+        out.append(int.__repr__(value))
+    elif t is float:
+        out.append(_js_number(value))  # type: ignore[arg-type]
     elif value is None:
         out.append("null")
     elif value is True:
         out.append("true")
     elif value is False:
         out.append("false")
-    elif isinstance(value, int):
-        out.append(int.__repr__(value))
-    elif isinstance(value, float):
-        out.append(_js_number(value))
     elif isinstance(value, (Mapping, list, tuple)):
         marker = id(value)
         if marker in active:
             raise ValueError("circular reference")
         active.add(marker)
         if isinstance(value, Mapping):
-            out.append("{")
-            for i, (k, v) in enumerate(_object_items(value)):
-                out.append(_quote(k) + ":" if i == 0 else "," + _quote(k) + ":")
-                _emit(v, out, active)
-            out.append("}")
+            sep = "{"
+            for k, v in _object_items(value):
+                tv = type(v)
+                if tv is str:
+                    out.append(f"{sep}{_quote(k)}:{_quote(v)}")
+                elif tv is int:
+                    out.append(f"{sep}{_quote(k)}:{int.__repr__(v)}")
+                else:
+                    out.append(f"{sep}{_quote(k)}:")
+                    _emit(v, out, active)
+                sep = ","
+            out.append("{}" if sep == "{" else "}")
         else:
-            out.append("[")
-            for i, v in enumerate(value):
-                if i:
-                    out.append(",")
+            sep = "["
+            for v in value:
+                out.append(sep)
                 _emit(v, out, active)
-            out.append("]")
+                sep = ","
+            out.append("[]" if sep == "[" else "]")
         active.discard(marker)
+    elif isinstance(value, str):
+        out.append(_quote(value))
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        out.append(_js_number(value))
     else:
         raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
 
@@ -384,6 +404,10 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+# Made once: json.loads(parse_constant=...) would build a decoder per call.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _has_proto_key(value: object) -> bool:
     todo = [value]
     while todo:
@@ -401,7 +425,7 @@ def _parse(plaintext: bytes) -> object:
     """``Bourne.parse`` of iron: JSON.parse, refusing ``__proto__`` keys."""
     try:
         text = plaintext.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError too
         raise _malformed("json") from None
     if _PROTO_RE.search(text) and _has_proto_key(value):
