@@ -7,7 +7,7 @@ from typing import Protocol, TypeAlias
 
 __all__ = ["Clock", "GenId", "JSONValue"]
 
-JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]"
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 """A value that survives a JSON round trip: what a session may hold."""
 
 GenId: TypeAlias = Callable[[], str]

@@ -106,7 +106,7 @@ def test_expired_access_is_refreshed_and_refresh_rotates(
 
 
 def test_refresh_reuse_kills_the_whole_session(engine: Engine, clock: FrozenClock) -> None:
-    access, refresh = login(engine)
+    _, refresh = login(engine)
     first = engine.refresh(refresh)
     assert first.refresh_token is not None
     stolen = engine.refresh(refresh)  # the old one, a second time

@@ -123,7 +123,7 @@ def test_sqlite_threads(tmp_path: Path) -> None:
             for r in range(20):
                 store.write(_write("e" * 64, fields={f"k{i}": str(r)}, create=False,
                                    expires_at=4e9))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]

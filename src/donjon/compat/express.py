@@ -68,20 +68,21 @@ if TYPE_CHECKING:
     from ..typing import Clock
 
 __all__ = [
+    "AsyncExpressEngine",
     "DEFAULT_COOKIE_NAME",
     "DEFAULT_PREFIX",
     "DEFAULT_TTL",
     "EXPRESS_CLASS",
-    "MAX_COOKIE_LENGTH",
-    "AsyncExpressEngine",
     "ExpressContext",
     "ExpressCookie",
     "ExpressEngine",
     "ExpressOutcome",
     "ExpressSessionMiddleware",
     "ExpressSigner",
+    "MAX_COOKIE_LENGTH",
     "decode_uri_component",
     "encode_uri_component",
+    "new_express_id",
 ]
 
 log = logging.getLogger("donjon.compat.express")
@@ -114,6 +115,7 @@ _DOMAIN_RE: Final = re.compile(
 )
 _PATH_RE: Final = re.compile(r"[\x20-\x3a\x3d-\x7e]*")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_MS: Final = 253402300799999  # 9999-12-31T23:59:59.999Z
 _MAX_ID_LENGTH: Final = 256
 _MAX_AGE_LIMIT: Final = 400 * 24 * 3600.0
 
@@ -407,7 +409,12 @@ def _ms(now: float) -> int:
 
 
 def _iso(ms: int) -> str:
-    """JavaScript's ``Date.prototype.toISOString`` (what ``JSON.stringify`` writes)."""
+    """JavaScript's ``Date.prototype.toISOString`` (what ``JSON.stringify`` writes).
+
+    Times outside 1970-9999 (only a corrupt record's ``originalMaxAge`` gets
+    there) are clamped: JavaScript would write a six-digit year or throw.
+    """
+    ms = min(max(ms, 0), _MAX_MS)
     dt = _EPOCH + timedelta(milliseconds=ms)
     return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
@@ -1120,11 +1127,11 @@ class AsyncExpressEngine:
             for op in ops:
                 if isinstance(op, _Set):
                     done = await self.client.set(op.key, op.value, ex=op.ttl, xx=op.existing)
-                    ok = ok and bool(done)
                 elif isinstance(op, _Del):
-                    await self.client.delete(op.key)
+                    done = await self.client.delete(op.key) or True
                 else:
-                    ok = ok and bool(await self.client.expire(op.key, op.ttl))
+                    done = await self.client.expire(op.key, op.ttl)
+                ok = bool(done) and ok
         except self._down as exc:
             self.core.events.store_error("commit")
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from exc
@@ -1279,11 +1286,12 @@ class ExpressEngine:
             ok = True
             for op in ops:
                 if isinstance(op, _Set):
-                    ok = ok and bool(self.client.set(op.key, op.value, ex=op.ttl, xx=op.existing))
+                    done = self.client.set(op.key, op.value, ex=op.ttl, xx=op.existing)
                 elif isinstance(op, _Del):
-                    self.client.delete(op.key)
+                    done = self.client.delete(op.key) or True
                 else:
-                    ok = ok and bool(self.client.expire(op.key, op.ttl))
+                    done = self.client.expire(op.key, op.ttl)
+                ok = bool(done) and ok
         except self._down as exc:
             self.core.events.store_error("commit")
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from exc

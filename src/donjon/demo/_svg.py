@@ -143,13 +143,14 @@ def stacked_bars(
         slot = plot_w / n
         bar_w = max(1.0, slot * 0.8)
         base = _PAD_TOP + plot_h
+        below = [0.0] * n
         for s in series:
             out.append(f'<g class="bars" data-series="{escape(s.name)}" fill="{escape(s.color)}">')
             for i, v in enumerate(s.values):
                 if not v:
                     continue
-                below = sum((t.values[i] or 0.0) for t in series[: series.index(s)])
-                y0 = base - plot_h * below / top
+                y0 = base - plot_h * below[i] / top
+                below[i] += v
                 h = plot_h * v / top
                 x = _PAD_LEFT + slot * i + (slot - bar_w) / 2
                 out.append(

@@ -177,9 +177,9 @@ class SealedCodec:
         if secret is None:
             verdict = Verdict.RETIRED if kid in ck.retired else Verdict.FORGED
             return Sealed(verdict, session_class=cls, reason="key")
+        if "=" in blob_s:
+            return Sealed(Verdict.MALFORMED, session_class=cls, reason="encoding")
         try:
-            if "=" in blob_s:
-                raise ValueError("padding")
             blob = base64.urlsafe_b64decode(blob_s + "=" * (-len(blob_s) % 4))
         except (binascii.Error, ValueError):
             return Sealed(Verdict.MALFORMED, session_class=cls, reason="encoding")
