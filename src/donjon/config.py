@@ -172,8 +172,8 @@ class TwoCredentials:
     session lives in the store; its cookie is sent only to ``refresh_path``
     (with the session cookie's ``SameSite``, never ``None``). When the access
     credential has expired the middleware sends the browser through the
-    refresh path (one store call), which issues a new access credential and rotates the refresh credential.
-    A refresh credential used twice kills its whole session (reuse
+    refresh path (one store call), which issues a new access credential
+    and rotates the refresh credential. A refresh credential used twice kills its whole session (reuse
     detection). Logout deletes the record and clears both cookies; the kill
     switch revokes both at once.
 
