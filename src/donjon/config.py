@@ -173,9 +173,9 @@ class TwoCredentials:
     (with the session cookie's ``SameSite``, never ``None``). When the access
     credential has expired the middleware sends the browser through the
     refresh path (one store call), which issues a new access credential
-    and rotates the refresh credential. A refresh credential used twice kills its whole session (reuse
-    detection). Logout deletes the record and clears both cookies; the kill
-    switch revokes both at once.
+    and rotates the refresh credential. A refresh credential used twice
+    kills its whole session (reuse detection). Logout deletes the record and
+    clears both cookies; the kill switch revokes both at once.
 
     Not guaranteed: a copied access credential keeps working until it
     expires (at most ``access_ttl``) even after logout — keep it short.
