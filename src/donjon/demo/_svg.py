@@ -39,14 +39,16 @@ class Series:
 def nice_scale(peak: float, *, ticks: int = 4) -> tuple[float, float]:
     """Return ``(top, step)``: a round axis maximum >= ``peak`` and its tick step.
 
-    Steps are 1, 2 or 5 times a power of ten, never below 1 (counts are whole).
+    Steps are 1, 2, 2.5 or 5 times a power of ten, never below 1 (counts are
+    whole). Small peaks keep the full ``ticks`` steps of 1, so that one
+    request does not look like a flood.
     """
-    if not math.isfinite(peak) or peak <= 0:
+    if not math.isfinite(peak) or peak <= ticks:
         return float(ticks), 1.0
     raw = peak / ticks
     power = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    step = max(1.0, step)
+    factors = (1.0, 2.0, 2.5, 5.0, 10.0) if power >= 10 else (1.0, 2.0, 5.0, 10.0)
+    step = max(1.0, next(m * power for m in factors if m * power >= raw))
     return step * math.ceil(peak / step), step
 
 
@@ -103,7 +105,7 @@ def _frame(
             f'fill="{escape(s.color)}"/>'
             f'<text x="{x + 14:.1f}" y="{legend_y}">{escape(s.name)}</text></g>'
         )
-        x += 22 + 7 * len(s.name)
+        x += 24 + 6.3 * len(s.name)
     return out, plot_w, plot_h
 
 
