@@ -17,6 +17,7 @@ The lock-out check is one dictionary look-up and runs before any parsing.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -28,6 +29,8 @@ from .core import ATTACK_VERDICTS, Verdict
 from .errors import ConfigurationError
 
 __all__ = ["Guard", "GuardPolicy", "GuardSync", "client_key"]
+
+log = logging.getLogger("donjon.guard")
 
 
 @final
@@ -144,7 +147,7 @@ class Guard:
         policy: Thresholds and bounds.
         key: Turns the adapter's client address into a guard key; by
             default :func:`client_key` (IPv6 cut to its /64).
-        sync: Optional fleet-wide sharing (see ``donjon.stores.redis``).
+        sync: Optional fleet-wide sharing (see :mod:`donjon.guard_redis`).
     """
 
     __slots__ = (
@@ -262,11 +265,21 @@ class Guard:
         self._remote = {k: v for k, v in locks.items() if v > now}
 
     def exchange(self, now: float) -> None:
-        """Run a synchronous fleet exchange now (sync engines call this when due)."""
+        """Run a synchronous fleet exchange now (sync engines call this when due).
+
+        A sync that raises never breaks the request that happened to trigger
+        the exchange: the error is logged and the guard goes on alone with
+        the fleet-wide lock-outs it last knew.
+        """
         if self.sync is None:
             return
         deltas = self.take_deltas(now)
-        self.apply_remote(self.sync.exchange(deltas, now), now)
+        try:
+            locks = self.sync.exchange(deltas, now)
+        except Exception:
+            log.exception("donjon guard: fleet exchange failed; the local guard goes on alone")
+            return
+        self.apply_remote(locks, now)
 
     def unlock(self, client: str) -> None:
         """Lift a client's lock-out (an administrator's action)."""

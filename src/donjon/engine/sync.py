@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
-from ..core import Verdict
-from ..core._ids import record_key
-from ..errors import ConfigurationError, StoreUnavailable
+from ..errors import StoreUnavailable
 from ..stores._base import SessionInfo, Store, Write
-from ._logic import CLEAR_BOTH, Delete, EngineCore, Op, Outcome, Touch
+from . import _flows as flows
+from ._logic import Delete, EngineCore, Outcome
 from ._options import DEFAULT_GUARD, build_core
 
 if TYPE_CHECKING:
@@ -121,36 +119,8 @@ class Engine:
         used a second time kills its whole session. Never raises for client
         input; raises :class:`~donjon.StoreUnavailable` when the store is down.
         """
-        core = self.core
-        if core.two is None:
-            raise ConfigurationError("refresh() needs an engine with two_credentials")
-        started = time.perf_counter()
-        now = core.now()
-        client = core.client_key(client)
-        locked = core.locked_out(client, now)
-        if locked is not None:
-            core.finish(locked, client=client, path=path, now=now, started=started)
-            return CLEAR_BOTH
-        result = core.verify(token, None, now) if token is not None else None
-        try:
-            if result is not None and core.epochs_stale(result, now):
-                core.apply_epochs(self.store.epochs(), now)
-                result = core.verify(token, None, now)
-            if result is None or result.verdict is not Verdict.VALID:
-                session = core.fresh(result)
-                outcome = CLEAR_BOTH
-            else:
-                record = self.store.load(record_key(result.session_id or ""))
-                ops, outcome, verdict, reason = core.plan_refresh(result, record, now)
-                if not self._run(ops) and verdict is Verdict.VALID:
-                    outcome, verdict, reason = CLEAR_BOTH, Verdict.UNKNOWN, "vanished"
-                session = core.fresh(result, verdict=verdict)
-                session.reason = reason
-        except StoreUnavailable:
-            core.events.store_error("refresh")
-            raise
-        core.finish(session, client=client, path=path, now=now, started=started)
-        return outcome
+        flow = flows.refresh(self.core, token, client=client, path=path)
+        return self._drive(flow, "refresh")  # type: ignore[no-any-return]
 
     def load(
         self,
@@ -165,71 +135,47 @@ class Engine:
         Never raises for anything the client sent. Raises
         :class:`~donjon.StoreUnavailable` when the store is down.
         """
-        started = time.perf_counter()
-        core = self.core
-        now = core.now()
-        client = core.client_key(client)
-        guard = core.guard
-        if guard is not None and guard.due(now):
-            guard.exchange(now)
-        locked = core.locked_out(client, now)
-        if locked is not None:
-            return core.finish(locked, client=client, path=path, now=now, started=started)
-        if token is None:
-            session = core.fresh(None)
-        elif core.two is not None:
-            session = core.load_access(token, now)
-        elif core.sealed is not None:
-            session = core.load_sealed(token, now)
-        else:
-            result = core.verify(token, binding, now)
-            try:
-                if core.epochs_stale(result, now):
-                    core.apply_epochs(self.store.epochs(), now)
-                    result = core.verify(token, binding, now)
-                if result.verdict is not Verdict.VALID:
-                    session = core.fresh(result)
-                else:
-                    text = token if isinstance(token, str) else token.decode("ascii")
-                    record = self.store.load(record_key(result.session_id or ""))
-                    session, ops = core.from_record(result, text, record, now)
-                    self._run(ops)
-            except StoreUnavailable:
-                core.events.store_error("load")
-                raise
-        return core.finish(session, client=client, path=path, now=now, started=started)
+        flow = flows.load(self.core, token, binding=binding, client=client, path=path)
+        return self._drive(flow, "load")  # type: ignore[no-any-return]
 
     def commit(
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
-        if session.bind_to is not None:
-            binding = session.bind_to
-        if self.core.two is not None:
-            ops, outcome = self.core.plan_access(session, presented=presented, now=self.core.now())
-        elif self.core.sealed is not None:
-            return self.core.plan_sealed(session, presented=presented, now=self.core.now())
-        else:
-            ops, outcome = self.core.plan(
-                session, presented=presented, binding=binding, now=self.core.now()
-            )
-        try:
-            if not self._run(ops):
-                return Outcome(clear=True, interrupted=True)
-        except StoreUnavailable:
-            self.core.events.store_error("commit")
-            raise
-        return outcome
+        flow = flows.commit(self.core, session, presented=presented, binding=binding)
+        return self._drive(flow, "commit")  # type: ignore[no-any-return]
 
-    def _run(self, ops: list[Op]) -> bool:
+    def _drive(self, flow: flows.Flow, operation: str) -> Any:
+        reply: Any = None
+        try:
+            while True:
+                reply = self._answer(flow.send(reply))
+        except StopIteration as done:
+            return done.value
+        except StoreUnavailable:
+            flow.close()
+            self.core.events.store_error(operation)
+            raise
+
+    def _answer(self, request: flows.Request) -> Any:
+        store = self.store
+        if isinstance(request, flows.ReadRecord):
+            return store.load(request.key)
+        if isinstance(request, flows.ReadEpochs):
+            return store.epochs()
+        if isinstance(request, flows.Exchange):
+            guard = self.core.guard
+            if guard is not None:
+                guard.exchange(request.now)
+            return None
         ok = True
-        for op in ops:
+        for op in request.ops:
             if isinstance(op, Write):
-                ok = self.store.write(op) and ok
+                ok = store.write(op) and ok
             elif isinstance(op, Delete):
-                self.store.delete(op.key)
-            elif isinstance(op, Touch):
-                self.store.touch(op.key, last_seen=op.last_seen, expires_at=op.expires_at)
+                store.delete(op.key)
+            else:
+                store.touch(op.key, last_seen=op.last_seen, expires_at=op.expires_at)
         return ok
 
     # -- administration -------------------------------------------------

@@ -1,0 +1,149 @@
+"""What a request does, written once as generators; the faces do the I/O.
+
+Each flow yields a *request* (read the epochs, read a record, run store
+operations, exchange guard counts) and receives the face's answer. The sync
+face answers with plain calls, the async face with awaits: one logic, two
+faces, no duplicated decisions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from ..core import Verdict
+from ..core._ids import record_key
+from ..errors import ConfigurationError
+from ..session import Session
+from ._logic import CLEAR_BOTH, EngineCore, Op, Outcome
+
+__all__ = ["Exchange", "Flow", "ReadEpochs", "ReadRecord", "RunOps", "commit", "load", "refresh"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEpochs:
+    """Answer with ``store.epochs()``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRecord:
+    """Answer with ``store.load(key)``."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunOps:
+    """Run the operations in order; answer whether every write found its record."""
+
+    ops: list[Op]
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """Run the guard's fleet exchange (``guard.exchange(now)``); answer ``None``."""
+
+    now: float
+
+
+Request: TypeAlias = ReadEpochs | ReadRecord | RunOps | Exchange
+Flow: TypeAlias = Generator[Request, Any, Any]
+
+
+def _verified(
+    core: EngineCore, token: object, binding: bytes | str | None, now: float
+) -> Generator[Request, Any, Any]:
+    """Steps 1-6, re-run once with fresh epochs when a MAC-valid token needs them."""
+    result = core.verify(token, binding, now)
+    if core.epochs_stale(result, now):
+        core.apply_epochs((yield ReadEpochs()), now)
+        result = core.verify(token, binding, now)
+    return result
+
+
+def load(
+    core: EngineCore,
+    token: str | bytes | None,
+    *,
+    binding: bytes | str | None,
+    client: str | None,
+    path: str | None,
+) -> Generator[Request, Any, Session]:
+    """The verdict pipeline for one request: steps 0-7."""
+    started = time.perf_counter()
+    now = core.now()
+    client = core.client_key(client)
+    guard = core.guard
+    if guard is not None and guard.due(now):
+        yield Exchange(now)
+    locked = core.locked_out(client, now)
+    if locked is not None:
+        return core.finish(locked, client=client, path=path, now=now, started=started)
+    if token is None:
+        session = core.fresh(None)
+    elif core.two is not None:
+        session = core.load_access(token, now)
+    elif core.sealed is not None:
+        session = core.load_sealed(token, now)
+    else:
+        result = yield from _verified(core, token, binding, now)
+        if result.verdict is not Verdict.VALID:
+            session = core.fresh(result)
+        else:
+            text = token if isinstance(token, str) else token.decode("ascii")
+            record = yield ReadRecord(record_key(result.session_id or ""))
+            session, ops = core.from_record(result, text, record, now)
+            if ops:
+                yield RunOps(ops)
+    return core.finish(session, client=client, path=path, now=now, started=started)
+
+
+def commit(
+    core: EngineCore, session: Session, *, presented: bool, binding: bytes | str | None
+) -> Generator[Request, Any, Outcome]:
+    """Save what the request changed; decide the cookies."""
+    if session.bind_to is not None:
+        binding = session.bind_to
+    now = core.now()
+    if core.two is not None:
+        ops, outcome = core.plan_access(session, presented=presented, now=now)
+    elif core.sealed is not None:
+        return core.plan_sealed(session, presented=presented, now=now)
+    else:
+        ops, outcome = core.plan(session, presented=presented, binding=binding, now=now)
+    if ops and not (yield RunOps(ops)):
+        return Outcome(clear=True, interrupted=True)
+    return outcome
+
+
+def refresh(
+    core: EngineCore, token: str | bytes | None, *, client: str | None, path: str | None
+) -> Generator[Request, Any, Outcome]:
+    """Two-credential mode: exchange a refresh credential."""
+    if core.two is None:
+        raise ConfigurationError("refresh() needs an engine with two_credentials")
+    started = time.perf_counter()
+    now = core.now()
+    client = core.client_key(client)
+    locked = core.locked_out(client, now)
+    if locked is not None:
+        core.finish(locked, client=client, path=path, now=now, started=started)
+        return CLEAR_BOTH
+    outcome = CLEAR_BOTH
+    if token is None:
+        session = core.fresh(None)
+    else:
+        result = yield from _verified(core, token, None, now)
+        if result.verdict is not Verdict.VALID:
+            session = core.fresh(result)
+        else:
+            record = yield ReadRecord(record_key(result.session_id or ""))
+            ops, outcome, verdict, reason = core.plan_refresh(result, record, now)
+            if ops and not (yield RunOps(ops)) and verdict is Verdict.VALID:
+                outcome, verdict, reason = CLEAR_BOTH, Verdict.UNKNOWN, "vanished"
+            session = core.fresh(result, verdict=verdict)
+            session.reason = reason
+    core.finish(session, client=client, path=path, now=now, started=started)
+    return outcome

@@ -1,0 +1,1 @@
+"""Defense layers end to end: attack simulation, fleet-wide guard, kill switch, rotation."""
