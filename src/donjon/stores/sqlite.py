@@ -7,6 +7,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
@@ -107,7 +108,7 @@ class SQLiteStore:
                     isolation_level=None,
                     check_same_thread=False,
                 )
-                db.execute("PRAGMA journal_mode=WAL")
+                self._wal(db)
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
             except sqlite3.Error as exc:
@@ -116,6 +117,19 @@ class SQLiteStore:
             with self._all_lock:
                 self._all.append(db)
         return db
+
+    def _wal(self, db: sqlite3.Connection) -> None:
+        # Switching to WAL takes an exclusive lock without calling the busy
+        # handler, so processes opening a new file together retry it here.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
