@@ -864,3 +864,19 @@ def test_snapshots_are_immutable(ring: KeyRing) -> None:
     assert isinstance(snapshot, ClassKeys)
     with pytest.raises(AttributeError):
         snapshot.current = "k2"  # type: ignore[misc]
+
+
+def test_staged_rotation_then_promote() -> None:
+    from donjon import TokenCodec, Verdict
+
+    ring = KeyRing.generate(["user"])
+    other = KeyRing.from_dict(ring.to_dict())
+    kid = ring.rotate("user", activate=False)
+    assert ring.current_key_id("user") == "k1", "a staged key does not sign yet"
+    other_after_deploy = KeyRing.from_dict(ring.to_dict())
+    ring.promote("user", kid)
+    token = TokenCodec(ring).issue(ttl=60)
+    assert TokenCodec(other_after_deploy).verify(token).verdict is Verdict.VALID
+    assert TokenCodec(other).verify(token).verdict is Verdict.FORGED, "why staging matters"
+    old = TokenCodec(other).issue(ttl=60)
+    assert TokenCodec(ring).verify(old).verdict is Verdict.VALID

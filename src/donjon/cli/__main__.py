@@ -96,12 +96,17 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     grace = None
     if args.grace is not None:
         grace = datetime.now(UTC).timestamp() + args.grace
-    kid = ring.rotate(args.session_class, grace_until=grace)
+    if args.promote:
+        ring.promote(args.session_class, args.promote, grace_until=grace)
+        kid = args.promote
+    else:
+        kid = ring.rotate(args.session_class, grace_until=grace, activate=not args.stage)
     if args.retire:
         for old in args.retire:
             ring.retire(args.session_class, old)
     ring.save(settings.keys)
-    print(f"{args.session_class}: new current key {kid!r}; saved {settings.keys}")
+    state = "staged (accepted, not signing yet)" if args.stage else "current"
+    print(f"{args.session_class}: key {kid!r} is {state}; saved {settings.keys}")
     print("restart or reload every process that signs tokens of this class", file=sys.stderr)
     return 0
 
@@ -217,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("session_class", metavar="CLASS")
     r.add_argument("--grace", type=float, help="seconds the previous key keeps verifying")
     r.add_argument("--retire", action="append", metavar="KEY_ID", help="retire an older key id")
+    r.add_argument(
+        "--stage", action="store_true", help="add the new key as accepted only (fleet step 1)"
+    )
+    r.add_argument("--promote", metavar="KEY_ID", help="make a staged key current (fleet step 2)")
     r.set_defaults(func=cmd_rotate)
 
     kl = sub.add_parser("kill", help="revoke every token of a class issued before now")

@@ -341,8 +341,14 @@ class KeyRing:
         key_id: str | None = None,
         secret: Secret | bytes | str | None = None,
         grace_until: float | None = None,
+        activate: bool = True,
     ) -> str:
-        """Make a new key current for a class; older keys keep verifying.
+        """Add a new key to a class and (by default) make it current.
+
+        In a fleet, rotate in two steps so that no process meets a token
+        signed with a key it does not know yet: ``rotate(cls, activate=False)``
+        and deploy (every process now *accepts* the new key), then
+        ``promote(cls, new_id)`` and deploy (every process *signs* with it).
 
         Args:
             session_class: The class to rotate.
@@ -350,9 +356,10 @@ class KeyRing:
             secret: The new secret; a fresh random one by default.
             grace_until: Unix time after which the previous current key counts
                 as retired; ``None`` keeps it verifying until :meth:`retire`.
+            activate: Make the new key current now; ``False`` only stages it.
 
         Returns:
-            The new current key id.
+            The new key id.
         """
         with self._lock:
             ck = self._get(session_class)
@@ -362,20 +369,48 @@ class KeyRing:
             new_secret = (
                 Secret.generate() if secret is None else _as_secret(secret, name="new secret")
             )
-            not_after = dict(ck.not_after)
+            self._classes[ck.name] = ClassKeys.build(
+                name=ck.name,
+                current=ck.current,
+                secrets_={kid: new_secret, **ck.secrets},
+                not_after=ck.not_after,
+                retired=ck.retired,
+                epoch=ck.epoch,
+            )
+        if activate:
+            self.promote(session_class, kid, grace_until=grace_until)
+        return kid
+
+    def promote(
+        self, session_class: str, key_id: str, *, grace_until: float | None = None
+    ) -> None:
+        """Make an already-known key current; the previous one keeps verifying.
+
+        Args:
+            session_class: The class.
+            key_id: A key id the class already holds (see ``rotate(activate=False)``).
+            grace_until: Unix time after which the previous current key counts
+                as retired; ``None`` keeps it verifying until :meth:`retire`.
+        """
+        with self._lock:
+            ck = self._get(session_class)
+            if key_id not in ck.secrets:
+                raise ConfigurationError(f"class {ck.name!r}: no active key {key_id!r}")
+            if key_id == ck.current:
+                return
+            not_after = {k: v for k, v in ck.not_after.items() if k != key_id}
             if grace_until is not None:
                 if not math.isfinite(grace_until):
                     raise ConfigurationError("grace_until must be a finite Unix time")
                 not_after[ck.current] = float(grace_until)
             self._classes[ck.name] = ClassKeys.build(
                 name=ck.name,
-                current=kid,
-                secrets_={kid: new_secret, **ck.secrets},
+                current=key_id,
+                secrets_=ck.secrets,
                 not_after=not_after,
                 retired=ck.retired,
                 epoch=ck.epoch,
             )
-            return kid
 
     def retire(self, session_class: str, key_id: str) -> None:
         """Forget an older key's secret; its tokens now get ``RETIRED``."""

@@ -125,11 +125,12 @@ class SQLiteStore:
         while True:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
-                return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.01)
+            else:
+                return
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
