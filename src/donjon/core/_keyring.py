@@ -381,9 +381,7 @@ class KeyRing:
             self.promote(session_class, kid, grace_until=grace_until)
         return kid
 
-    def promote(
-        self, session_class: str, key_id: str, *, grace_until: float | None = None
-    ) -> None:
+    def promote(self, session_class: str, key_id: str, *, grace_until: float | None = None) -> None:
         """Make an already-known key current; the previous one keeps verifying.
 
         Args:
