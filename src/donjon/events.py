@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Final, final
 
 from .core import Verdict
@@ -30,7 +30,9 @@ LEVELS: Final[dict[Verdict, int]] = {
     Verdict.MALFORMED: logging.WARNING,
     Verdict.FORGED: logging.WARNING,
     Verdict.BINDING_MISMATCH: logging.WARNING,
-    Verdict.LOCKED_OUT: logging.WARNING,
+    # The lock-out itself is logged once, at WARNING, by the guard; each
+    # refused request after it is routine.
+    Verdict.LOCKED_OUT: logging.INFO,
 }
 """The logging level of each verdict's event."""
 
@@ -55,9 +57,17 @@ class VerdictEvent:
 
     def as_dict(self) -> dict[str, Any]:
         """Return the event as a JSON-ready dict."""
-        d = asdict(self)
-        d["verdict"] = self.verdict.value
-        return d
+        return {
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "session_class": self.session_class,
+            "key_id": self.key_id,
+            "client": self.client,
+            "path": self.path,
+            "session_ref": self.session_ref,
+            "time": self.time,
+            "duration": self.duration,
+        }
 
 
 EventHook = Callable[[VerdictEvent], None]
@@ -111,7 +121,8 @@ class Events:
                 event.client,
                 event.path,
                 event.session_ref,
-                extra={"donjon_event": event.as_dict()},
+                # The event itself, not a copy: as_dict() would cost more than the MAC check.
+                extra={"donjon_event": event},
             )
         for hook in self._hooks:
             try:

@@ -7,8 +7,9 @@ that doubles with each repeated lock-out. EXPIRED, IDLE_EXPIRED, REVOKED and
 RETIRED never count: they are ordinary users.
 
 Memory is bounded: at most ``GuardPolicy.max_clients`` clients are tracked
-(least recently seen dropped first), about 200 bytes each — some 20 MB at the
-default bound of 100 000, however many addresses an attacker sprays from. A
+(least recently seen dropped first), about 310 bytes each — some 31 MB at the
+default bound of 100 000 (measured in ``benchmarks/REPORT.md``), however many
+addresses an attacker sprays from. A
 client that keeps attacking stays recent and so stays tracked.
 
 The lock-out check is one dictionary look-up and runs before any parsing.
@@ -16,6 +17,7 @@ The lock-out check is one dictionary look-up and runs before any parsing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -76,6 +78,7 @@ class GuardPolicy:
         return min(self.max_lockout, self.lockout * self.backoff ** max(0, strikes - 1))
 
 
+@functools.lru_cache(maxsize=65_536)  # parsing costs microseconds; most clients come back
 def client_key(address: str | None) -> str | None:
     """Normalise a client address into a guard key.
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Final
 
@@ -8,6 +9,7 @@ __all__ = ["record_key"]
 _LABEL: Final = b"donjon/v1/record\x00"
 
 
+@functools.lru_cache(maxsize=4096)  # one request asks up to four times; ids are signed
 def record_key(session_id: str) -> str:
     """Return the store key of a session: a SHA-256 hash of its id, in hex.
 

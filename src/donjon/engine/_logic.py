@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -217,10 +216,8 @@ class EngineCore:
         """Count the verdict in the guard and emit its event."""
         if self.guard is not None and self.guard.record(client, session.verdict, now):
             log.warning("donjon guard: client %s locked out", client)
-        event = self.event(session, client=client, path=path, now=now)
-        if started is not None:
-            event = dataclasses.replace(event, duration=time.perf_counter() - started)
-        self.events.emit(event)
+        duration = time.perf_counter() - started if started is not None else None
+        self.events.emit(self.event(session, client=client, path=path, now=now, duration=duration))
         return session
 
     def verify(self, token: object, binding: bytes | str | None, now: float) -> VerifyResult:
@@ -301,6 +298,7 @@ class EngineCore:
         client: str | None,
         path: str | None,
         now: float,
+        duration: float | None = None,
     ) -> VerdictEvent:
         """Build the verdict event of a loaded session."""
         ref = session_ref(record_key(session.id)) if session.id else None
@@ -313,6 +311,7 @@ class EngineCore:
             path=path,
             session_ref=ref,
             time=now,
+            duration=duration,
         )
 
     # -- two-credential mode -----------------------------------------------
