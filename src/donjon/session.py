@@ -41,6 +41,7 @@ class Session(MutableMapping[str, "JSONValue"]):
         "_data",
         "_deleted",
         "_destroyed",
+        "_dumped",
         "_raw",
         "_read_mutable",
         "_regenerated",
@@ -81,6 +82,7 @@ class Session(MutableMapping[str, "JSONValue"]):
         self._data: dict[str, Any] = dict(data or {})
         self._raw: dict[str, str] = dict(raw or {})
         self._changed: set[str] = set()
+        self._dumped: dict[str, str | None] = {}
         self._deleted: set[str] = set()
         self._read_mutable: set[str] = set()
         self._destroyed = False
@@ -126,10 +128,12 @@ class Session(MutableMapping[str, "JSONValue"]):
         if key.startswith("__donjon"):
             raise KeyError(f"session keys starting with '__donjon' are reserved: {key!r}")
         try:
-            _dumps(value)
+            text = _dumps(value)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"session value for {key!r} is not JSON-serializable: {exc}") from None
         self._data[key] = value
+        # Kept for the save, unless the value is a list or dict that may still change.
+        self._dumped[key] = None if isinstance(value, (list, dict)) else text
         self._changed.add(key)
         self._deleted.discard(key)
 
@@ -138,6 +142,12 @@ class Session(MutableMapping[str, "JSONValue"]):
         self._changed.discard(key)
         self._read_mutable.discard(key)
         self._deleted.add(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key``, or ``default`` when it is not set."""
+        if key in self._data:
+            return self[key]
+        return default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -250,8 +260,9 @@ class Session(MutableMapping[str, "JSONValue"]):
     def changes(self) -> tuple[dict[str, str], frozenset[str]]:
         """Return (changed key -> JSON text, deleted keys) for a field-level save."""
         keys = self._changed | self.dirty_keys()
+        dumped = self._dumped
         return (
-            {k: _dumps(self._data[k]) for k in keys if k in self._data},
+            {k: dumped.get(k) or _dumps(self._data[k]) for k in keys if k in self._data},
             frozenset(self._deleted),
         )
 
