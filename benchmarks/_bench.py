@@ -300,3 +300,13 @@ def machine_info() -> dict[str, str]:
         "OpenSSL": ssl.OPENSSL_VERSION,
         "Packages": _versions(),
     }
+
+
+def section_main(run: Callable[..., Section], argv: list[str] | None = None) -> int:
+    """Run one section on its own (``python benchmarks/<name>.py [--quick]``)."""
+    args = sys.argv[1:] if argv is None else argv
+    report = Report(quick="--quick" in args)
+    section = run(report, quick=report.quick)
+    print()
+    print(section.markdown())
+    return 1 if section.failed else 0

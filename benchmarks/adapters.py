@@ -45,7 +45,7 @@ from typing import Any
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _bench import TIMES, Bench, Report, Section, measure_all
+from _bench import TIMES, Bench, Report, Section, measure_all, section_main
 from _servers import (
     RedisStats,
     WrkResult,
@@ -907,12 +907,7 @@ def _sanity(url: str, app: App) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    report = Report(quick="--quick" in args)
-    section = run(report, quick=report.quick)
-    print()
-    print(section.markdown())
-    return 1 if section.failed else 0
+    return section_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Any
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _bench import TIMES, Bench, Report, Section, measure_all
+from _bench import TIMES, Bench, Report, Section, measure_all, section_main
 from _servers import quiet_donjon_logs
 
 from donjon import KeyRing, Verdict
@@ -45,7 +45,7 @@ TITLE = "Guard: brute-force guard overhead and memory"
 
 VALID_OVERHEAD_MAX = 1.25
 LOCKED_VS_VALID_MAX = 1.0
-DOC_BYTES_PER_CLIENT = 200
+DOC_BYTES_PER_CLIENT = 310
 BYTES_ALLOWANCE = 1.25
 ATTACKERS = 1_000_000
 QUICK_ATTACKERS = 200_000
@@ -343,12 +343,7 @@ def run(report: Report, *, quick: bool = False) -> Section:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    report = Report(quick="--quick" in args)
-    section = run(report, quick=report.quick)
-    print()
-    print(section.markdown())
-    return 1 if section.failed else 0
+    return section_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from _bench import Report
 
 HERE = Path(__file__).resolve().parent
 
-SECTIONS: tuple[str, ...] = ("core", "stores", "adapters", "guard")
+SECTIONS: tuple[str, ...] = ("core", "stores", "adapters", "guard", "iron")
 """Section modules, in report order."""
 
 

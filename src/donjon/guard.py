@@ -78,7 +78,7 @@ class GuardPolicy:
         return min(self.max_lockout, self.lockout * self.backoff ** max(0, strikes - 1))
 
 
-@functools.lru_cache(maxsize=65_536)  # parsing costs microseconds; most clients come back
+@functools.lru_cache(maxsize=8192)  # parsing costs microseconds; most clients come back
 def client_key(address: str | None) -> str | None:
     """Normalise a client address into a guard key.
 

@@ -118,8 +118,11 @@ class Session(MutableMapping[str, "JSONValue"]):
     # -- mapping --------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         value = self._data[key]
-        if isinstance(value, (list, dict)):
+        if isinstance(value, (list, dict)) and key not in self._read_mutable:
             self._read_mutable.add(key)
+            if key not in self._raw and key not in self._changed:
+                # No stored text (a sealed cookie): snapshot it before the caller changes it.
+                self._raw[key] = _dumps(value)
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:

@@ -102,10 +102,6 @@ REFRESH_FIELD: Final = "__donjon_rt"
 """Reserved record field: issue time (ms) of the current refresh credential."""
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 def session_ref(key: str) -> str:
     """A short, non-reversible reference to a record key, for logs."""
     return key[:12]
@@ -339,7 +335,6 @@ class EngineCore:
         user = p.get("u")
         session = Session(
             data=data,
-            raw={k: _dumps(v) for k, v in data.items()},
             session_id=sid,
             session_class=res.session_class or self.default_class,
             user_id=user if isinstance(user, str) else None,
@@ -559,9 +554,6 @@ class EngineCore:
         user = p.get("u")
         session = Session(
             data=data,
-            raw={
-                k: json.dumps(v, separators=(",", ":"), ensure_ascii=False) for k, v in data.items()
-            },
             session_id=sid,
             session_class=res.session_class or self.default_class,
             user_id=user if isinstance(user, str) else None,
