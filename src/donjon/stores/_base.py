@@ -137,11 +137,12 @@ class SupportsPurge(Protocol):
 class _ThreadedAsync:
     """Run a blocking :class:`Store` in worker threads behind the async API."""
 
-    __slots__ = ("_inline", "sync")
+    __slots__ = ("_inline", "_inline_reads", "sync")
 
-    def __init__(self, store: Store, *, inline: bool) -> None:
+    def __init__(self, store: Store, *, inline: bool, inline_reads: bool = False) -> None:
         self.sync = store
         self._inline = inline
+        self._inline_reads = inline or inline_reads
 
     async def _call(self, fn: Callable[..., object], *args: object, **kwargs: object) -> object:
         if self._inline:
@@ -149,6 +150,8 @@ class _ThreadedAsync:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def load(self, key: str) -> Record | None:
+        if self._inline_reads:
+            return self.sync.load(key)
         return await self._call(self.sync.load, key)  # type: ignore[return-value]
 
     async def write(self, write: Write) -> bool:
@@ -167,6 +170,8 @@ class _ThreadedAsync:
         return await self._call(self.sync.revoke_user, user_id)  # type: ignore[return-value]
 
     async def epochs(self) -> dict[str, float]:
+        if self._inline_reads:
+            return self.sync.epochs()
         return await self._call(self.sync.epochs)  # type: ignore[return-value]
 
     async def raise_epoch(self, session_class: str, epoch: float) -> float:
@@ -183,9 +188,12 @@ def as_async(store: Store | AsyncStore) -> AsyncStore:
 
     An async store is returned as is. A blocking sync store runs in worker
     threads; a store that declares ``blocking = False`` (such as
-    :class:`~donjon.stores.MemoryStore`) is called inline.
+    :class:`~donjon.stores.MemoryStore`) is called inline, and one that
+    declares ``inline_reads = True`` (SQLite in WAL mode, whose readers never
+    wait for a lock) reads inline and writes in a thread.
     """
     if asyncio.iscoroutinefunction(getattr(store, "load", None)):
         return store  # type: ignore[return-value]
     inline = not getattr(store, "blocking", True)
-    return _ThreadedAsync(store, inline=inline)  # type: ignore[arg-type]
+    inline_reads = bool(getattr(store, "inline_reads", False))
+    return _ThreadedAsync(store, inline=inline, inline_reads=inline_reads)  # type: ignore[arg-type]

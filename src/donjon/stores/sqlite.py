@@ -71,6 +71,8 @@ class SQLiteStore:
     """
 
     blocking = True
+    inline_reads = True
+    """WAL readers never wait for the writer: the async face reads on the loop."""
 
     def __init__(
         self,
