@@ -9,6 +9,7 @@ id — only a salted hash of the id for correlation.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, final
@@ -18,6 +19,12 @@ from .core import Verdict
 __all__ = ["LEVELS", "EventHook", "Events", "VerdictEvent"]
 
 log = logging.getLogger("donjon.security")
+
+_SOURCE: Final = __file__
+_MAX_HELD: Final = 1000
+"""Clients with held-back records tracked per window; the rest are summed together."""
+_OTHERS: Final = "\x00others"
+_MESSAGE: Final = "session verdict=%s reason=%s class=%s key=%s client=%s path=%s ref=%s"
 
 LEVELS: Final[dict[Verdict, int]] = {
     Verdict.VALID: logging.DEBUG,
@@ -78,16 +85,57 @@ EventHook = Callable[[VerdictEvent], None]
 class Events:
     """Delivers verdict events to logging and to registered hooks.
 
+    Every event reaches every hook (metrics count them all). Log records are
+    rate-limited **per client** so that a flood of bad cookies cannot flood
+    the logs too: within each ``log_window`` seconds a client gets at most
+    ``log_burst`` records; beyond that its records are counted, and when the
+    window ends one WARNING summary per such client says how many records
+    of which verdicts were held back (``extra={"donjon_suppressed": {...}}``).
+    ``log_burst=None`` writes every record. Valid sessions (logged only with
+    ``log_valid``) are never held back.
+
     A hook that raises is logged and skipped; it never breaks a request.
     Hooks may also define ``store_error(operation: str)`` to hear of store
     failures (as :class:`~donjon.metrics.PrometheusMetrics` does).
+
+    Args:
+        hooks: Callables that receive every event.
+        log_valid: Also log VALID verdicts (at DEBUG).
+        log_burst: Records per client per window before records are held back.
+        log_window: The length of a rate-limit window, in seconds.
     """
 
-    __slots__ = ("_hooks", "log_valid")
+    __slots__ = (
+        "_held",
+        "_hooks",
+        "_lock",
+        "_logged",
+        "_window_start",
+        "log_burst",
+        "log_valid",
+        "log_window",
+    )
 
-    def __init__(self, hooks: Iterable[EventHook] = (), *, log_valid: bool = False) -> None:
+    def __init__(
+        self,
+        hooks: Iterable[EventHook] = (),
+        *,
+        log_valid: bool = False,
+        log_burst: int | None = 20,
+        log_window: float = 1.0,
+    ) -> None:
+        if log_burst is not None and log_burst < 1:
+            raise ValueError("log_burst must be at least 1 (or None: no limit)")
+        if log_window <= 0:
+            raise ValueError("log_window must be > 0 seconds")
         self._hooks: list[EventHook] = list(hooks)
         self.log_valid = log_valid
+        self.log_burst = log_burst
+        self.log_window = log_window
+        self._lock = threading.Lock()
+        self._window_start = float("-inf")
+        self._logged: dict[str | None, int] = {}
+        self._held: dict[str | None, dict[str, int]] = {}
 
     def add(self, hook: EventHook) -> None:
         """Register a hook."""
@@ -96,6 +144,11 @@ class Events:
     def remove(self, hook: EventHook) -> None:
         """Unregister a hook."""
         self._hooks.remove(hook)
+
+    @property
+    def has_hooks(self) -> bool:
+        """Whether any hook listens (an event must then be built)."""
+        return bool(self._hooks)
 
     def store_error(self, operation: str) -> None:
         """Tell the hooks that care that the store failed during ``operation``."""
@@ -107,25 +160,89 @@ class Events:
                 except Exception:
                     log.exception("donjon store-error hook %r failed", hook)
 
-    def emit(self, event: VerdictEvent) -> None:
-        """Deliver one event."""
-        level = LEVELS.get(event.verdict, logging.INFO)
-        if (event.verdict is not Verdict.VALID or self.log_valid) and log.isEnabledFor(level):
-            log.log(
-                level,
-                "session verdict=%s reason=%s class=%s key=%s client=%s path=%s ref=%s",
-                event.verdict.value,
-                event.reason,
-                event.session_class,
-                event.key_id,
-                event.client,
-                event.path,
-                event.session_ref,
-                # The event itself, not a copy: as_dict() would cost more than the MAC check.
-                extra={"donjon_event": event},
+    def should_log(self, verdict: Verdict, client: str | None, now: float) -> bool:
+        """Whether a record for this verdict is to be written (counts it if so).
+
+        Called once per event; :meth:`emit` calls it. A record held back is
+        counted for the window's summary.
+        """
+        if verdict is Verdict.VALID:
+            return self.log_valid and log.isEnabledFor(logging.DEBUG)
+        if not log.isEnabledFor(LEVELS.get(verdict, logging.INFO)):
+            return False
+        burst = self.log_burst
+        if burst is None:
+            return True
+        with self._lock:
+            if now - self._window_start >= self.log_window or now < self._window_start:
+                self._roll(now)
+            n = self._logged.get(client, 0)
+            if n < burst:
+                self._logged[client] = n + 1
+                return True
+            if len(self._held) >= _MAX_HELD and client not in self._held:
+                client = _OTHERS
+            held = self._held.setdefault(client, {})
+            held[verdict.value] = held.get(verdict.value, 0) + 1
+            return False
+
+    def _roll(self, now: float) -> None:
+        """Start a new window; write the summaries of the one that ended (lock held)."""
+        held, self._held = self._held, {}
+        self._logged = {}
+        span = now - self._window_start
+        self._window_start = now
+        for client, counts in held.items():
+            log.warning(
+                "donjon: %d verdict records held back for client %s within %.1f s: %s",
+                sum(counts.values()),
+                "(more clients)" if client is _OTHERS else client,
+                min(span, self.log_window),
+                ", ".join(f"{v}={n}" for v, n in sorted(counts.items())),
+                extra={"donjon_suppressed": {"client": client, "counts": dict(counts)}},
             )
+
+    def flush(self, now: float) -> None:
+        """Write the summaries of held-back records now (e.g. at shutdown)."""
+        with self._lock:
+            self._roll(now)
+
+    def emit(self, event: VerdictEvent) -> None:
+        """Deliver one event: a log record (rate-limited) and every hook."""
+        self.deliver(event, log_it=self.should_log(event.verdict, event.client, event.time))
+
+    def deliver(self, event: VerdictEvent, *, log_it: bool) -> None:
+        """Deliver an event whose :meth:`should_log` answer is already known."""
+        if log_it:
+            # The record is made here rather than by log.log(), which would
+            # walk the stack for the caller (always this method): a third of
+            # the cost of logging, on every forged cookie of a flood.
+            record = log.makeRecord(
+                log.name,
+                LEVELS.get(event.verdict, logging.INFO),
+                _SOURCE,
+                _emit_line,
+                _MESSAGE,
+                (
+                    event.verdict.value,
+                    event.reason,
+                    event.session_class,
+                    event.key_id,
+                    event.client,
+                    event.path,
+                    event.session_ref,
+                ),
+                None,
+                "deliver",
+                # The event itself, not a copy: as_dict() would cost more than the MAC check.
+                {"donjon_event": event},
+            )
+            log.handle(record)
         for hook in self._hooks:
             try:
                 hook(event)
             except Exception:
                 log.exception("donjon event hook %r failed", hook)
+
+
+_emit_line: Final = Events.deliver.__code__.co_firstlineno

@@ -9,6 +9,7 @@ from typing import Any, cast, final
 
 from ..core import Verdict
 from ..engine import AsyncEngine, Engine
+from ..engine._logic import CLEAR, NOTHING, Outcome
 from ..errors import StoreUnavailable
 from ..session import Session
 from ._common import (
@@ -138,6 +139,14 @@ class SessionMiddleware:
         self._resolver = ClientResolver(proxy)
         self._binding = binding
         self._cookie_name = engine.cookie.cookie_name
+        # The commonest answers, built once: nothing to send, or clear a bad cookie.
+        self._clear_headers = self._encode(CLEAR)
+
+    def _encode(self, outcome: Outcome) -> list[tuple[bytes, bytes]]:
+        return [
+            (k.encode(), v.encode("latin-1"))
+            for k, v in response_headers(self.engine.cookie_headers(outcome))
+        ]
 
     def client_of(self, scope: Scope) -> str | None:
         """The guard's client key for a request: the peer, or via trusted proxies."""
@@ -203,10 +212,7 @@ class SessionMiddleware:
             log.exception("session store unavailable while refreshing")
             await _answer(send, 503)
             return
-        headers = [
-            (k.encode(), v.encode("latin-1"))
-            for k, v in response_headers(self.engine.cookie_headers(outcome))
-        ]
+        headers = self._encode(outcome)
         if outcome.token is None:
             await _raw(send, 401, LOGIN_REQUIRED, headers)
             return
@@ -247,12 +253,18 @@ class SessionMiddleware:
                     failed = True
                     await _answer(send, 503)
                     return
-                extra = response_headers(self.engine.cookie_headers(outcome))
+                extra = (
+                    None
+                    if outcome is NOTHING
+                    else self._clear_headers
+                    if outcome is CLEAR
+                    else self._encode(outcome)
+                )
                 if extra:
                     headers = [
                         (k, v) for k, v in message.get("headers", ()) if k != b"cache-control"
                     ]
-                    headers.extend((k.encode(), v.encode("latin-1")) for k, v in extra)
+                    headers += extra
                     message = {**message, "headers": headers}
             elif failed:
                 return

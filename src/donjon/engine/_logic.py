@@ -212,8 +212,14 @@ class EngineCore:
         """Count the verdict in the guard and emit its event."""
         if self.guard is not None and self.guard.record(client, session.verdict, now):
             log.warning("donjon guard: client %s locked out", client)
-        duration = time.perf_counter() - started if started is not None else None
-        self.events.emit(self.event(session, client=client, path=path, now=now, duration=duration))
+        events = self.events
+        log_it = events.should_log(session.verdict, client, now)
+        if log_it or events.has_hooks:  # else nobody would see the event: not built
+            duration = time.perf_counter() - started if started is not None else None
+            events.deliver(
+                self.event(session, client=client, path=path, now=now, duration=duration),
+                log_it=log_it,
+            )
         return session
 
     def verify(self, token: object, binding: bytes | str | None, now: float) -> VerifyResult:

@@ -99,7 +99,13 @@ class AsyncEngine:
         input; raises :class:`~donjon.StoreUnavailable` when the store is down.
         """
         flow = flows.refresh(self.core, token, client=client, path=path)
-        return await self._drive(flow, "refresh")  # type: ignore[no-any-return]
+        # Most requests (a bad cookie, an untouched session) need no I/O: the
+        # first step runs here, with no extra coroutine.
+        try:
+            request = flow.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        return await self._run(flow, request, "refresh")  # type: ignore[no-any-return]
 
     async def load(
         self,
@@ -115,20 +121,31 @@ class AsyncEngine:
         :class:`~donjon.StoreUnavailable` when the store is down.
         """
         flow = flows.load(self.core, token, binding=binding, client=client, path=path)
-        return await self._drive(flow, "load")  # type: ignore[no-any-return]
+        # Most requests (a bad cookie, an untouched session) need no I/O: the
+        # first step runs here, with no extra coroutine.
+        try:
+            request = flow.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        return await self._run(flow, request, "load")  # type: ignore[no-any-return]
 
     async def commit(
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
         flow = flows.commit(self.core, session, presented=presented, binding=binding)
-        return await self._drive(flow, "commit")  # type: ignore[no-any-return]
+        # Most requests (a bad cookie, an untouched session) need no I/O: the
+        # first step runs here, with no extra coroutine.
+        try:
+            request = flow.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        return await self._run(flow, request, "commit")  # type: ignore[no-any-return]
 
-    async def _drive(self, flow: flows.Flow, operation: str) -> Any:
-        reply: Any = None
+    async def _run(self, flow: flows.Flow, request: flows.Request, operation: str) -> Any:
         try:
             while True:
-                reply = await self._answer(flow.send(reply))
+                request = flow.send(await self._answer(request))
         except StopIteration as done:
             return done.value
         except StoreUnavailable:
