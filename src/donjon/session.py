@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 __all__ = ["Session"]
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# One encoder, built once: json.dumps with options builds a new one per call.
+_dumps = _ENCODER.encode
 
 
 @final

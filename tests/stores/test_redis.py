@@ -825,3 +825,74 @@ async def test_unreachable_async_cluster_fails_fast() -> None:
         assert time.monotonic() - t0 < FAST
     finally:
         await store.close()
+
+
+# -- the lean client of AsyncRedisStore.from_url --------------------------------------
+
+
+def test_from_url_picks_the_lean_client_for_one_server(redis_url: str) -> None:
+    from donjon.stores._resp import RespClient
+
+    assert isinstance(AsyncRedisStore.from_url(redis_url).client, RespClient)
+    # Options only redis-py knows, or a cluster, choose redis-py.
+    other = AsyncRedisStore.from_url(redis_url, health_check_interval=0)
+    assert isinstance(other.client, redis.asyncio.Redis)
+
+
+async def test_async_contract_over_redis_py(
+    make_async_redis_store: Callable[..., AsyncRedisStore],
+) -> None:
+    async def make() -> AsyncRedisStore:
+        store = make_async_redis_store(health_check_interval=0)
+        assert isinstance(store.client, redis.asyncio.Redis)
+        return store
+
+    await check_async_store(make)
+
+
+async def test_async_scripts_the_server_lost_are_loaded_again(
+    make_async_redis_store: Callable[..., AsyncRedisStore], redis_url: str
+) -> None:
+    store = make_async_redis_store()
+    k = _key("flushed")
+    assert await store.write(_write(k, {"a": "1"}, user_id="una"))
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        plain.script_flush()
+    finally:
+        plain.close()
+    assert await store.write(_write(k, {"a": "2"}, create=False, user_id="una"))
+    assert _decoded(await store.load(k)) == {"a": 2}
+    await store.delete(k)
+    assert await store.load(k) is None
+
+
+async def test_async_wrong_type_is_a_missing_record_not_an_outage(
+    make_async_redis_store: Callable[..., AsyncRedisStore], redis_url: str
+) -> None:
+    store = make_async_redis_store()
+    k = _key("alist")
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        plain.rpush(f"{store.prefix}{{{k[:2]}}}:s:{k}", "x")
+        assert await store.load(k) is None
+        # Any other error reply is an outage, never silently a missing record.
+        plain.config_set("maxmemory", "1")
+        plain.config_set("maxmemory-policy", "noeviction")
+        with pytest.raises(StoreUnavailable, match="OOM"):
+            await store.write(_write(_key("oom"), {"a": "1"}))
+    finally:
+        plain.config_set("maxmemory", "0")
+        plain.close()
+
+
+@pytest.mark.slow
+async def test_async_restart_under_an_open_connection_is_transparent(
+    redis_server: RedisServer, make_async_redis_store: Callable[..., AsyncRedisStore]
+) -> None:
+    store = make_async_redis_store()
+    await store.write(_write(_key("awarm")))  # an open connection, then the server restarts
+    redis_server.restart()
+    k = _key("aafter")
+    assert await store.write(_write(k)), "the broken batch is sent once more, scripts reloaded"
+    assert await store.load(k) is not None
