@@ -51,6 +51,13 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
       §5.4 has browsers send the most specific path first) and
       ``problem="duplicate"`` is set.
     """
+    if headers.__class__ is list and len(headers) == 1:
+        # The common case, one Cookie header: no joining.
+        (raw,) = headers
+        text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        if len(text) > MAX_COOKIE_HEADER:
+            return CookieLookup(OVERSIZE, "header_too_large")
+        return _pick(text, name)
     parts: list[str] = []
     total = 0
     for raw in headers:
@@ -67,7 +74,10 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
         parts.append(text)
     if not parts:
         return ABSENT
-    joined = "; ".join(parts) if len(parts) > 1 else parts[0]
+    return _pick("; ".join(parts) if len(parts) > 1 else parts[0], name)
+
+
+def _pick(joined: str, name: str) -> CookieLookup:
     if name not in joined:
         return ABSENT
     found: str | None = None

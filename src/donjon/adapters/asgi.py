@@ -167,12 +167,14 @@ class SessionMiddleware:
             return
         lookup = find_cookie(_header(scope, b"cookie"), self._cookie_name)
         binding = self._binding(scope) if self._binding is not None else None
+        if self._resolver.trusts_proxies:
+            client = self.client_of(scope)
+        else:
+            peer = scope.get("client")
+            client = peer[0] if peer else None
         try:
             session = await self.engine.load(
-                lookup.value,
-                binding=binding,
-                client=self.client_of(scope),
-                path=scope.get("path"),
+                lookup.value, binding=binding, client=client, path=scope.get("path")
             )
         except StoreUnavailable:
             log.exception("session store unavailable while loading")
@@ -265,7 +267,9 @@ class SessionMiddleware:
                         (k, v) for k, v in message.get("headers", ()) if k != b"cache-control"
                     ]
                     headers += extra
-                    message = {**message, "headers": headers}
+                    # In place, as Starlette's own middlewares do: the message
+                    # is the app's, made for this response alone.
+                    message["headers"] = headers
             elif failed:
                 return
             await send(message)
