@@ -80,8 +80,8 @@ class Session(MutableMapping[str, "JSONValue"]):
         last_seen: float | None = None,
         expires_at: float | None = None,
     ) -> None:
-        self._data: dict[str, Any] = dict(data or {})
-        self._raw: dict[str, str] = dict(raw or {})
+        self._data: dict[str, Any] = dict(data) if data else {}
+        self._raw: dict[str, str] = dict(raw) if raw else {}
         self._changed: set[str] = set()
         self._dumped: dict[str, str | None] = {}
         self._deleted: set[str] = set()
@@ -182,7 +182,7 @@ class Session(MutableMapping[str, "JSONValue"]):
             or self._deleted
             or self._regenerated
             or self._user_changed
-            or self.dirty_keys()
+            or (self._read_mutable and self.dirty_keys())
         )
 
     @property

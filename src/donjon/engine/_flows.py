@@ -89,10 +89,10 @@ def load(
         session = core.load_sealed(token, now)
     else:
         # _verified inlined: this is every request's path.
-        result = core.verify(token, binding, now)
+        result = core.codec.verify(token, binding=binding, now=now)
         if core.epochs_stale(result, now):
             core.apply_epochs((yield ReadEpochs()), now)
-            result = core.verify(token, binding, now)
+            result = core.codec.verify(token, binding=binding, now=now)
         if result.verdict is not Verdict.VALID:
             session = core.fresh(result)
         else:
