@@ -53,6 +53,35 @@ def test_memory_store_is_bounded() -> None:
     assert listed == 100, "the user index shrinks with evictions"
 
 
+def test_memory_store_evicts_the_least_recently_written_or_touched() -> None:
+    store = MemoryStore(max_sessions=3, clock=FrozenClock(0))
+    keys = [f"{i:064x}" for i in range(4)]
+    for k in keys[:3]:
+        store.write(_write(k))
+    store.load(keys[0])  # a read does not count as use
+    store.touch(keys[1], last_seen=2.0, expires_at=10_000.0)  # a touch does
+    store.write(_write(keys[3]))
+    assert store.load(keys[0]) is None
+    assert all(store.load(k) is not None for k in keys[1:])
+
+
+def test_memory_store_records_are_read_only_snapshots() -> None:
+    store = MemoryStore(clock=FrozenClock(0))
+    k = "ab" * 32
+    store.write(_write(k, fields={"a": "1", "b": "2"}, user_id="u"))
+    before = store.load(k)
+    assert before is not None
+    with pytest.raises(TypeError):
+        before.fields["a"] = "x"  # type: ignore[index]
+    store.write(_write(k, fields={"a": "3"}, deleted=frozenset({"b"}), create=False, user_id="u"))
+    store.touch(k, last_seen=5.0, expires_at=20_000.0)
+    after = store.load(k)
+    assert after is not None
+    assert dict(before.fields) == {"a": "1", "b": "2"}, "an earlier load never changes"
+    assert dict(after.fields) == {"a": "3"}
+    assert (after.created_at, after.last_seen, after.expires_at) == (1.0, 5.0, 20_000.0)
+
+
 def test_purge_expired(tmp_path: Path) -> None:
     clock = FrozenClock(0)
     for store in (MemoryStore(clock=clock), SQLiteStore(tmp_path / "p.db", clock=clock)):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, final
 
 from ..core import SystemClock
@@ -17,25 +18,17 @@ if TYPE_CHECKING:
 __all__ = ["MemoryStore"]
 
 
-@dataclass(slots=True)
-class _Entry:
-    fields: dict[str, str]
-    session_class: str
-    user_id: str | None
-    created_at: float
-    last_seen: float
-    expires_at: float
-
-
 @final
 class MemoryStore:
     """A bounded in-memory store, safe across threads of one process.
 
     Guarantees: at most ``max_sessions`` records are kept; past that the
-    least recently used one is dropped (so a flood cannot exhaust memory —
-    and the engine never creates records for bad cookies anyway). Expired
-    records are never returned. Not guaranteed: anything survives a restart
-    or is shared with another process.
+    record least recently written or touched is dropped (so a flood cannot
+    exhaust memory — and the engine never creates records for bad cookies
+    anyway; a live session is touched at least every ``touch_every``).
+    Expired records are never returned. A loaded :class:`Record` is shared,
+    not copied: its ``fields`` are a read-only mapping. Not guaranteed:
+    anything survives a restart or is shared with another process.
 
     Args:
         max_sessions: The bound on stored records.
@@ -51,7 +44,9 @@ class MemoryStore:
         self._max = max_sessions
         self._clock: Clock = clock or SystemClock()
         self._lock = threading.Lock()
-        self._items: OrderedDict[str, _Entry] = OrderedDict()
+        # Records are immutable and replaced whole: a load returns the stored
+        # object itself, touching as little memory as a large table allows.
+        self._items: OrderedDict[str, Record] = OrderedDict()
         self._users: dict[str, set[str]] = {}
         self._epochs: dict[str, float] = {}
 
@@ -59,71 +54,66 @@ class MemoryStore:
         return len(self._items)
 
     def _drop(self, key: str) -> None:
-        entry = self._items.pop(key, None)
-        if entry is not None and entry.user_id is not None:
-            keys = self._users.get(entry.user_id)
+        record = self._items.pop(key, None)
+        if record is not None and record.user_id is not None:
+            keys = self._users.get(record.user_id)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
-                    del self._users[entry.user_id]
+                    del self._users[record.user_id]
 
-    def _live(self, key: str) -> _Entry | None:
-        entry = self._items.get(key)
-        if entry is None:
+    def _live(self, key: str) -> Record | None:
+        record = self._items.get(key)
+        if record is None:
             return None
-        if entry.expires_at <= self._clock.time():
+        if record.expires_at <= self._clock.time():
             self._drop(key)
             return None
-        self._items.move_to_end(key)
-        return entry
+        return record
+
+    def _put(self, key: str, record: Record) -> None:
+        items = self._items
+        items[key] = record
+        items.move_to_end(key)
+        if record.user_id is not None:
+            self._users.setdefault(record.user_id, set()).add(key)
+        while len(items) > self._max:
+            self._drop(next(iter(items)))
 
     def load(self, key: str) -> Record | None:
+        # A read does not reorder the records: moving a node of a large
+        # table costs more cache misses than the read itself.
         with self._lock:
-            e = self._live(key)
-            if e is None:
-                return None
-            return Record(
-                fields=dict(e.fields),
-                session_class=e.session_class,
-                user_id=e.user_id,
-                created_at=e.created_at,
-                last_seen=e.last_seen,
-                expires_at=e.expires_at,
-            )
+            return self._live(key)
 
     def write(self, write: Write) -> bool:
         with self._lock:
             if write.create:
                 self._drop(write.key)
-                entry = _Entry(
-                    dict(write.fields),
-                    write.session_class,
-                    write.user_id,
-                    write.created_at,
-                    write.last_seen,
-                    write.expires_at,
-                )
+                fields = dict(write.fields)
+                created = write.created_at
             else:
                 found = self._live(write.key)
                 if found is None:
                     return False
-                entry = found
-                entry.fields.update(write.fields)
+                fields = dict(found.fields)
+                fields.update(write.fields)
+                created = found.created_at
                 for k in write.deleted:
-                    entry.fields.pop(k, None)
-                if entry.user_id != write.user_id and entry.user_id is not None:
-                    self._users.get(entry.user_id, set()).discard(write.key)
-                entry.session_class = write.session_class
-                entry.user_id = write.user_id
-                entry.last_seen = write.last_seen
-                entry.expires_at = write.expires_at
-            self._items[write.key] = entry
-            self._items.move_to_end(write.key)
-            if entry.user_id is not None:
-                self._users.setdefault(entry.user_id, set()).add(write.key)
-            while len(self._items) > self._max:
-                oldest = next(iter(self._items))
-                self._drop(oldest)
+                    fields.pop(k, None)
+                if found.user_id != write.user_id and found.user_id is not None:
+                    self._users.get(found.user_id, set()).discard(write.key)
+            self._put(
+                write.key,
+                Record(
+                    fields=MappingProxyType(fields),
+                    session_class=write.session_class,
+                    user_id=write.user_id,
+                    created_at=created,
+                    last_seen=write.last_seen,
+                    expires_at=write.expires_at,
+                ),
+            )
             return True
 
     def delete(self, key: str) -> None:
@@ -134,8 +124,10 @@ class MemoryStore:
         with self._lock:
             e = self._live(key)
             if e is not None:
-                e.last_seen = max(e.last_seen, last_seen)
-                e.expires_at = expires_at
+                self._put(
+                    key,
+                    replace(e, last_seen=max(e.last_seen, last_seen), expires_at=expires_at),
+                )
 
     def sessions_of(self, user_id: str) -> list[SessionInfo]:
         with self._lock:
