@@ -17,7 +17,7 @@ import contextlib
 import math
 import ssl
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -498,6 +498,10 @@ class RespClient:
         return f"<RespClient {self._where} db={self._db}{tls}{user}>"
 
     async def execute(self, commands: _Commands) -> list[Any]:
+        """Send ``commands`` in one write and return their replies: see :meth:`send`."""
+        return await self.send(commands)
+
+    def send(self, commands: _Commands) -> Awaitable[list[Any]]:
         """Send ``commands`` in one write (pipelined) and return their replies in order.
 
         Arguments are sent as bulk strings: ``str`` as UTF-8, ``int`` in
@@ -521,16 +525,30 @@ class RespClient:
             TypeError / ValueError: An argument cannot be sent, or a command
                 is empty (nothing is sent then).
         """
+        # A plain function returning the reply future (a coroutine only when
+        # it must connect first): one frame less to suspend and resume than
+        # execute(), which wraps it for asyncio.create_task() and the like.
         if not commands:
-            return []
+            return _replied([])
         data = _encode(commands)
         loop = asyncio.get_running_loop()
         conn = self._conn
         if conn is None or conn.closed or conn.loop is not loop:
-            conn = await self._connect(loop)
+            return self._connect_then_send(loop, data, len(commands))
+        return self._send(conn, loop, data, len(commands))
+
+    async def _connect_then_send(
+        self, loop: asyncio.AbstractEventLoop, data: bytes, size: int
+    ) -> list[Any]:
+        conn = await self._connect(loop)
+        return await self._send(conn, loop, data, size)
+
+    def _send(
+        self, conn: _Connection, loop: asyncio.AbstractEventLoop, data: bytes, size: int
+    ) -> asyncio.Future[list[Any]]:
         future: asyncio.Future[list[Any]] = loop.create_future()
         deadline = loop.time() + self._timeout
-        conn.pending.append(_Batch(future, len(commands), deadline))
+        conn.pending.append(_Batch(future, size, deadline))
         out = conn.out
         out.append(data)
         if len(out) == 1:
@@ -539,7 +557,7 @@ class RespClient:
             loop.call_soon(conn.flush)
         if conn.watchdog is None:
             conn.arm(deadline)
-        return await future
+        return future
 
     async def aclose(self) -> None:
         """Close the connection; callers still waiting get :class:`RespConnectionError`.
@@ -639,6 +657,10 @@ class RespClient:
             if isinstance(reply, ReplyError):
                 # The server's message (e.g. WRONGPASS ...) never echoes the password.
                 raise RespConnectionError(f"{command[0]} refused by {self._where}: {reply}")
+
+
+async def _replied(value: list[Any]) -> list[Any]:
+    return value
 
 
 def _retrieve(task: asyncio.Task[_Connection]) -> None:

@@ -870,17 +870,19 @@ class AsyncRedisStore(_Base):
 
     # -- execution -------------------------------------------------------
     async def _run(self, op: _Op[_T]) -> _T:
+        lean = self._lean
         try:
             calls = next(op)
             while True:
-                calls = op.send(await self._execute(calls))
+                if lean is not None:
+                    calls = op.send(await self._execute_lean(lean, calls))
+                else:
+                    calls = op.send(await self._execute(calls))
         except StopIteration as stop:
             result: _T = stop.value
             return result
 
     async def _execute(self, calls: list[_Call]) -> list[Any]:
-        if self._lean is not None:
-            return await self._execute_lean(self._lean, calls)
         c: Any = self.client
         try:
             if len(calls) == 1:
@@ -921,9 +923,9 @@ class AsyncRedisStore(_Base):
         commands = [x.args for x in calls]
         try:
             try:
-                replies = await client.execute(commands)
+                replies = await client.send(commands)
             except ConnectionLostError:
-                replies = await client.execute(commands)
+                replies = await client.send(commands)
             lost = None
             for i, res in enumerate(replies):
                 if res.__class__ is ReplyError:
