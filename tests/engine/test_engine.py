@@ -375,3 +375,30 @@ async def test_async_engine_same_logic(ring: KeyRing, clock: FrozenClock, tmp_pa
         assert await e.revoke_user("dave") == 1
         assert (await e.load(token)).verdict is Verdict.UNKNOWN
         await e.close()
+
+
+@pytest.mark.parametrize("presented", [False, True])
+@pytest.mark.parametrize("action", ["none", "read", "destroy", "write", "regenerate", "login"])
+def test_the_untouched_shortcut_agrees_with_the_plan(
+    ring: KeyRing, clock: FrozenClock, presented: bool, action: str
+) -> None:
+    engine = Engine(keyring=ring, store=MemoryStore(clock=clock), clock=clock)
+    core = engine.core
+    session = engine.load("v1.forged" if presented else None)
+    _ = session.get("x")
+    if action == "destroy":
+        session.destroy()
+    elif action == "write":
+        session["x"] = 1
+    elif action == "regenerate":
+        session.regenerate()
+    elif action == "login":
+        session.login("ann")
+    quick = core.untouched(session, presented=presented)
+    _ops, planned = core.plan(session, presented=presented, binding=None, now=clock.time())
+    if action in ("none", "read", "destroy"):
+        assert quick == planned
+        assert quick is not None and quick.token is None
+    else:
+        assert quick is None, "a touched session goes through the full plan"
+        assert planned.token is not None

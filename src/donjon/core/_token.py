@@ -287,7 +287,9 @@ class TokenCodec:
         h = keyed.copy()
         h.update(text[: -_MAC_HEX - 1].encode("ascii"))
         if not hmac.compare_digest(h.hexdigest(), mac):
-            return VerifyResult(Verdict.FORGED, session_class=cls, key_id=kid, reason="bad_mac")
+            return _new_result(
+                VerifyResult, (Verdict.FORGED, None, cls, kid, None, None, False, "bad_mac")
+            )
         # Everything below is text this server signed.
         iat = int(iat_s)
         exp = int(exp_s)

@@ -631,6 +631,22 @@ class EngineCore:
         session.token = token
         return Outcome(token=token, max_age=int(ttl))
 
+    def untouched(self, session: Session, *, presented: bool) -> Outcome | None:
+        """The outcome of a new session the request never touched, else ``None``.
+
+        Most bad cookies end here: nothing to store, the cookie cleared. The
+        answer is the one :meth:`plan` would give, without building a flow.
+        """
+        if (
+            session.is_new
+            and not session.regenerated
+            and not session.modified
+            and self.two is None
+            and self.sealed is None
+        ):
+            return CLEAR if presented else NOTHING
+        return None
+
     def plan(
         self,
         session: Session,

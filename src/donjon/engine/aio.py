@@ -133,6 +133,9 @@ class AsyncEngine:
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
+        outcome = self.core.untouched(session, presented=presented)
+        if outcome is not None:
+            return outcome
         flow = flows.commit(self.core, session, presented=presented, binding=binding)
         # Most requests (a bad cookie, an untouched session) need no I/O: the
         # first step runs here, with no extra coroutine.

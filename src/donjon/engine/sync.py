@@ -142,6 +142,9 @@ class Engine:
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
+        outcome = self.core.untouched(session, presented=presented)
+        if outcome is not None:
+            return outcome
         flow = flows.commit(self.core, session, presented=presented, binding=binding)
         return self._drive(flow, "commit")  # type: ignore[no-any-return]
 
