@@ -135,7 +135,7 @@ class Events:
         self._lock = threading.Lock()
         self._window_start = float("-inf")
         self._logged: dict[str | None, int] = {}
-        self._held: dict[str | None, dict[str, int]] = {}
+        self._held: dict[str | None, dict[Verdict, int]] = {}
 
     def add(self, hook: EventHook) -> None:
         """Register a hook."""
@@ -180,10 +180,12 @@ class Events:
             if n < burst:
                 self._logged[client] = n + 1
                 return True
-            if len(self._held) >= _MAX_HELD and client not in self._held:
-                client = _OTHERS
-            held = self._held.setdefault(client, {})
-            held[verdict.value] = held.get(verdict.value, 0) + 1
+            held = self._held.get(client)
+            if held is None:
+                if len(self._held) >= _MAX_HELD:
+                    client = _OTHERS
+                held = self._held.setdefault(client, {})
+            held[verdict] = held.get(verdict, 0) + 1
             return False
 
     def _roll(self, now: float) -> None:
@@ -192,14 +194,15 @@ class Events:
         self._logged = {}
         span = now - self._window_start
         self._window_start = now
-        for client, counts in held.items():
+        for client, by_verdict in held.items():
+            counts = {v.value: n for v, n in by_verdict.items()}
             log.warning(
                 "donjon: %d verdict records held back for client %s within %.1f s: %s",
                 sum(counts.values()),
                 "(more clients)" if client is _OTHERS else client,
                 min(span, self.log_window),
                 ", ".join(f"{v}={n}" for v, n in sorted(counts.items())),
-                extra={"donjon_suppressed": {"client": client, "counts": dict(counts)}},
+                extra={"donjon_suppressed": {"client": client, "counts": counts}},
             )
 
     def flush(self, now: float) -> None:
