@@ -21,7 +21,7 @@ def _cookie(response: httpx.Response) -> str:
     return rest.split(";", 1)[0]
 
 
-@pytest.mark.parametrize("app", ["starlette_app", "fastapi_app", "litestar_app"])
+@pytest.mark.parametrize("app", ["starlette_app", "fastapi_app", "litestar_app", "quart_app"])
 def test_session_life_cycle(app: str, tmp_path: Path) -> None:
     env = {"DONJON_DATA": str(tmp_path), "DONJON_COOKIE_SECURE": "0", "DONJON_STORE": "sqlite"}
     with (
