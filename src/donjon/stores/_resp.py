@@ -4,7 +4,8 @@
 :meth:`~RespClient.execute` calls share it, each call's commands go out in one
 write (pipelined) and replies are matched to callers in order. It exists
 because a general-purpose client costs several times more CPU per command;
-it offers no retries, no pooling, no cluster, no pub/sub and no RESP3.
+it offers no retries (its caller knows whether a batch may be resent: see
+:class:`ConnectionLostError`), no pooling, no cluster, no pub/sub and no RESP3.
 
 Replies are parsed by ``hiredis`` when it is importable (and behaves as
 expected), else by :class:`PyReader`, a pure-Python RESP2 parser.
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["PyReader", "ReplyError", "RespClient", "RespConnectionError"]
+__all__ = ["ConnectionLostError", "PyReader", "ReplyError", "RespClient", "RespConnectionError"]
 
 
 class ReplyError(Exception):
