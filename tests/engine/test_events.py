@@ -169,3 +169,23 @@ def test_engine_logs_a_forged_flood_within_the_limit(records: Records) -> None:
     engine.load(token, client="203.0.113.9")
     (summary,) = records.summaries()
     assert summary.donjon_suppressed["counts"] == {"forged": 30}  # type: ignore[attr-defined]
+
+
+def test_closing_the_engine_writes_pending_summaries(records: Records) -> None:
+    clock = FrozenClock(T0)
+    engine = Engine(
+        keyring=KeyRing.generate(["user"]),
+        store=MemoryStore(clock=clock),
+        clock=clock,
+        events=Events(log_burst=2),
+        guard=None,
+    )
+    for _ in range(5):
+        engine.load("v1.bad", client="198.51.100.4")
+    assert records.summaries() == []
+    engine.close()
+    (summary,) = records.summaries()
+    assert summary.donjon_suppressed == {  # type: ignore[attr-defined]
+        "client": "198.51.100.4",
+        "counts": {"malformed": 3},
+    }

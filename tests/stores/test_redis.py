@@ -837,6 +837,10 @@ def test_from_url_picks_the_lean_client_for_one_server(redis_url: str) -> None:
     # Options only redis-py knows, or a cluster, choose redis-py.
     other = AsyncRedisStore.from_url(redis_url, health_check_interval=0)
     assert isinstance(other.client, redis.asyncio.Redis)
+    in_url = AsyncRedisStore.from_url(redis_url + "?health_check_interval=0")
+    assert isinstance(in_url.client, redis.asyncio.Redis)
+    with pytest.raises(ValueError, match="scheme"):
+        AsyncRedisStore.from_url("http://127.0.0.1:6379")
 
 
 async def test_async_contract_over_redis_py(

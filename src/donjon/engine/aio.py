@@ -208,5 +208,6 @@ class AsyncEngine:
         await self.store.delete(key)
 
     async def close(self) -> None:
-        """Close the store."""
+        """Write the summaries of held-back log records, then close the store."""
+        self.core.events.flush(self.core.now())
         await self.store.close()

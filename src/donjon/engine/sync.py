@@ -214,5 +214,6 @@ class Engine:
         self.store.delete(key)
 
     def close(self) -> None:
-        """Close the store."""
+        """Write the summaries of held-back log records, then close the store."""
+        self.core.events.flush(self.core.now())
         self.store.close()

@@ -839,8 +839,9 @@ class AsyncRedisStore(_Base):
         """Make a client for ``url`` with fail-fast timeouts (it connects on first use).
 
         A single server (``redis://``, ``rediss://``, ``unix://``) gets the
-        lean pipelined client; ``cluster=True`` or any ``client_kwargs`` get
-        a redis-py client.
+        lean pipelined client; ``cluster=True``, any ``client_kwargs``, or URL
+        options the lean client does not know (it knows ``db`` and
+        ``ssl_cert_reqs``) get a redis-py client.
 
         Args:
             url: The server, or any node of a cluster.
@@ -855,10 +856,16 @@ class AsyncRedisStore(_Base):
             ValueError: The URL cannot be read.
         """
         if not cluster and not client_kwargs:
-            lean = RespClient(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
-            )
-            return cls(lean, prefix=prefix, clock=clock, close_client=True)
+            try:
+                lean = RespClient(
+                    url,
+                    socket_timeout=socket_timeout,
+                    socket_connect_timeout=socket_connect_timeout,
+                )
+            except ValueError:
+                pass  # URL options only redis-py knows (or a bad URL: redis-py says why)
+            else:
+                return cls(lean, prefix=prefix, clock=clock, close_client=True)
         r = _import_redis()
         kwargs = _client_kwargs(r, socket_timeout, socket_connect_timeout, client_kwargs, aio=True)
         client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
