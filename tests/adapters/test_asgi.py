@@ -453,6 +453,24 @@ async def test_cache_control_replaced_only_when_a_cookie_is_sent(engine: AsyncEn
         assert set_cookies(reading) == []
 
 
+async def test_an_app_reusing_its_message_never_sends_a_token_twice(engine: AsyncEngine) -> None:
+    start: Message = {"type": "http.response.start", "status": 200, "headers": []}
+    body: Message = {"type": "http.response.body", "body": b"ok"}
+
+    async def reusing(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["path"] == "/set":
+            scope["session"]["x"] = 1
+        await send(start)  # the same dict for every response
+        await send(body)
+
+    async with bare_client(SessionMiddleware(reusing, engine=engine)) as alice:
+        issued(await alice.get("/set"))
+    async with bare_client(SessionMiddleware(reusing, engine=engine)) as bob:
+        later = await bob.get("/")
+    assert set_cookies(later) == [], "alice's token must not reach bob"
+    assert start["headers"] == []
+
+
 async def test_store_down_at_commit_drops_the_app_response(
     engine: AsyncEngine, store: FlakyStore
 ) -> None:

@@ -267,9 +267,9 @@ class SessionMiddleware:
                         (k, v) for k, v in message.get("headers", ()) if k != b"cache-control"
                     ]
                     headers += extra
-                    # In place, as Starlette's own middlewares do: the message
-                    # is the app's, made for this response alone.
-                    message["headers"] = headers
+                    # A new message, never the app's changed in place: an app
+                    # that reuses one message dict must not send a token twice.
+                    message = {**message, "headers": headers}
             elif failed:
                 return
             await send(message)
