@@ -186,6 +186,17 @@ class Session(MutableMapping[str, "JSONValue"]):
         )
 
     @property
+    def untouched(self) -> bool:
+        """Whether this is a new session the request neither changed nor regenerated."""
+        return self.id is None and not (
+            self._regenerated
+            or self._changed
+            or self._deleted
+            or self._user_changed
+            or (self._read_mutable and self.dirty_keys())
+        )
+
+    @property
     def destroyed(self) -> bool:
         """Whether :meth:`destroy` was called."""
         return self._destroyed

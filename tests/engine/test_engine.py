@@ -402,3 +402,18 @@ def test_the_untouched_shortcut_agrees_with_the_plan(
     else:
         assert quick is None, "a touched session goes through the full plan"
         assert planned.token is not None
+
+
+def test_untouched_means_new_and_unchanged(ring: KeyRing, clock: FrozenClock) -> None:
+    engine = Engine(keyring=ring, store=MemoryStore(clock=clock), clock=clock)
+    fresh = engine.load(None)
+    assert fresh.untouched
+    fresh["x"] = 1
+    assert not fresh.untouched
+    listed = engine.load(None)
+    listed_value = listed.get("missing")
+    assert listed_value is None and listed.untouched
+    token = engine.commit(fresh, presented=False).token
+    assert token is not None
+    stored = engine.load(token)
+    assert stored.verdict is Verdict.VALID and not stored.untouched, "a stored session is not new"

@@ -139,6 +139,7 @@ class SessionMiddleware:
         self._resolver = ClientResolver(proxy)
         self._binding = binding
         self._cookie_name = engine.cookie.cookie_name
+        self._proxied = self._resolver.trusts_proxies
         # The commonest answers, built once: nothing to send, or clear a bad cookie.
         self._clear_headers = self._encode(CLEAR)
 
@@ -165,9 +166,11 @@ class SessionMiddleware:
         if two is not None and scope["type"] == "http" and scope.get("path") == two.refresh_path:
             await self._refresh(scope, send)
             return
-        lookup = find_cookie(_header(scope, b"cookie"), self._cookie_name)
+        lookup = find_cookie(
+            [v for k, v in scope.get("headers", ()) if k == b"cookie"], self._cookie_name
+        )
         binding = self._binding(scope) if self._binding is not None else None
-        if self._resolver.trusts_proxies:
+        if self._proxied:
             client = self.client_of(scope)
         else:
             peer = scope.get("client")

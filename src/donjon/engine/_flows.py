@@ -74,13 +74,14 @@ def load(
     """The verdict pipeline for one request: steps 0-7."""
     started = time.perf_counter()
     now = core.now()
-    client = core.client_key(client)
     guard = core.guard
-    if guard is not None and guard.due(now):
-        yield Exchange(now)
-    locked = core.locked_out(client, now)
-    if locked is not None:
-        return core.finish(locked, client=client, path=path, now=now, started=started)
+    if guard is not None:
+        client = guard.key_of(client)
+        if guard.sync is not None and guard.due(now):
+            yield Exchange(now)
+        locked = core.locked_out(client, now)
+        if locked is not None:
+            return core.finish(locked, client=client, path=path, now=now, started=started)
     if token is None:
         session = core.fresh(None)
     elif core.two is not None:

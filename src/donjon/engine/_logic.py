@@ -637,13 +637,7 @@ class EngineCore:
         Most bad cookies end here: nothing to store, the cookie cleared. The
         answer is the one :meth:`plan` would give, without building a flow.
         """
-        if (
-            session.is_new
-            and not session.regenerated
-            and not session.modified
-            and self.two is None
-            and self.sealed is None
-        ):
+        if session.untouched and self.two is None and self.sealed is None:
             return CLEAR if presented else NOTHING
         return None
 
