@@ -23,6 +23,18 @@ if TYPE_CHECKING:
 __all__ = ["AsyncEngine"]
 
 
+def _first_step(flow: flows.Flow) -> tuple[flows.Request | None, Any]:
+    """Run a flow to its first I/O request: ``(request, None)``, or ``(None, result)``.
+
+    Most requests (a bad cookie, an untouched session) need no I/O at all:
+    they end here, without entering a coroutine that awaits the store.
+    """
+    try:
+        return flow.send(None), None
+    except StopIteration as done:
+        return None, done.value
+
+
 @final
 class AsyncEngine:
     """The asynchronous twin of :class:`~donjon.engine.Engine`: same logic, awaited.
@@ -99,12 +111,9 @@ class AsyncEngine:
         input; raises :class:`~donjon.StoreUnavailable` when the store is down.
         """
         flow = flows.refresh(self.core, token, client=client, path=path)
-        # Most requests (a bad cookie, an untouched session) need no I/O: the
-        # first step runs here, with no extra coroutine.
-        try:
-            request = flow.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        request, value = _first_step(flow)
+        if request is None:
+            return value  # type: ignore[no-any-return]
         return await self._run(flow, request, "refresh")  # type: ignore[no-any-return]
 
     async def load(
@@ -121,12 +130,9 @@ class AsyncEngine:
         :class:`~donjon.StoreUnavailable` when the store is down.
         """
         flow = flows.load(self.core, token, binding=binding, client=client, path=path)
-        # Most requests (a bad cookie, an untouched session) need no I/O: the
-        # first step runs here, with no extra coroutine.
-        try:
-            request = flow.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        request, value = _first_step(flow)
+        if request is None:
+            return value  # type: ignore[no-any-return]
         return await self._run(flow, request, "load")  # type: ignore[no-any-return]
 
     async def commit(
@@ -137,12 +143,9 @@ class AsyncEngine:
         if outcome is not None:
             return outcome
         flow = flows.commit(self.core, session, presented=presented, binding=binding)
-        # Most requests (a bad cookie, an untouched session) need no I/O: the
-        # first step runs here, with no extra coroutine.
-        try:
-            request = flow.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        request, value = _first_step(flow)
+        if request is None:
+            return value  # type: ignore[no-any-return]
         return await self._run(flow, request, "commit")  # type: ignore[no-any-return]
 
     async def _run(self, flow: flows.Flow, request: flows.Request, operation: str) -> Any:
