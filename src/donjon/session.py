@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, MutableMapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, final
 
 from .core import Verdict
@@ -17,6 +18,8 @@ __all__ = ["Session"]
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 # One encoder, built once: json.dumps with options builds a new one per call.
 _dumps = _ENCODER.encode
+_NO_RAW: Mapping[str, str] = MappingProxyType({})
+_NO_KEYS: frozenset[str] = frozenset()
 
 
 @final
@@ -38,7 +41,6 @@ class Session(MutableMapping[str, "JSONValue"]):
     """
 
     __slots__ = (
-        "_changed",
         "_data",
         "_deleted",
         "_destroyed",
@@ -80,12 +82,14 @@ class Session(MutableMapping[str, "JSONValue"]):
         last_seen: float | None = None,
         expires_at: float | None = None,
     ) -> None:
+        # The bookkeeping containers are made on first need (most requests
+        # change nothing): _dumped maps each key set in this request to its
+        # JSON text (None: a list or dict, dumped at commit).
         self._data: dict[str, Any] = dict(data) if data else {}
-        self._raw: dict[str, str] = dict(raw) if raw else {}
-        self._changed: set[str] = set()
-        self._dumped: dict[str, str | None] = {}
-        self._deleted: set[str] = set()
-        self._read_mutable: set[str] = set()
+        self._raw: Mapping[str, str] = raw if raw else _NO_RAW  # read only: never changed in place
+        self._dumped: dict[str, str | None] | None = None
+        self._deleted: set[str] | None = None
+        self._read_mutable: set[str] | None = None
         self._destroyed = False
         self._regenerated = False
         self._user_changed = False
@@ -119,15 +123,20 @@ class Session(MutableMapping[str, "JSONValue"]):
     # -- mapping --------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         value = self._data[key]
-        if isinstance(value, (list, dict)) and key not in self._read_mutable:
-            self._read_mutable.add(key)
-            if key not in self._raw and key not in self._changed:
-                # No stored text (a sealed cookie): snapshot it before the caller changes it.
-                self._raw[key] = _dumps(value)
+        if isinstance(value, (list, dict)):
+            read = self._read_mutable
+            if read is None:
+                read = self._read_mutable = set()
+            if key not in read:
+                read.add(key)
+                if key not in self._raw and (self._dumped is None or key not in self._dumped):
+                    # No stored text (a sealed cookie): snapshot it before the caller
+                    # changes it (in a copy: the stored fields may be shared).
+                    self._raw = {**self._raw, key: _dumps(value)}
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
+        if key.__class__ is not str and not isinstance(key, str):
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         if key.startswith("__donjon"):
             raise KeyError(f"session keys starting with '__donjon' are reserved: {key!r}")
@@ -136,15 +145,22 @@ class Session(MutableMapping[str, "JSONValue"]):
         except (TypeError, ValueError) as exc:
             raise TypeError(f"session value for {key!r} is not JSON-serializable: {exc}") from None
         self._data[key] = value
+        dumped = self._dumped
+        if dumped is None:
+            dumped = self._dumped = {}
         # Kept for the save, unless the value is a list or dict that may still change.
-        self._dumped[key] = None if isinstance(value, (list, dict)) else text
-        self._changed.add(key)
-        self._deleted.discard(key)
+        dumped[key] = None if isinstance(value, (list, dict)) else text
+        if self._deleted:
+            self._deleted.discard(key)
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]
-        self._changed.discard(key)
-        self._read_mutable.discard(key)
+        if self._dumped:
+            self._dumped.pop(key, None)
+        if self._read_mutable:
+            self._read_mutable.discard(key)
+        if self._deleted is None:
+            self._deleted = set()
         self._deleted.add(key)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -178,7 +194,7 @@ class Session(MutableMapping[str, "JSONValue"]):
     def modified(self) -> bool:
         """Whether this request changed anything that must be saved."""
         return bool(
-            self._changed
+            self._dumped
             or self._deleted
             or self._regenerated
             or self._user_changed
@@ -190,7 +206,7 @@ class Session(MutableMapping[str, "JSONValue"]):
         """Whether this is a new session the request neither changed nor regenerated."""
         return self.id is None and not (
             self._regenerated
-            or self._changed
+            or self._dumped
             or self._deleted
             or self._user_changed
             or (self._read_mutable and self.dirty_keys())
@@ -239,15 +255,15 @@ class Session(MutableMapping[str, "JSONValue"]):
         """Delete the session's record at commit and clear the cookie."""
         self._destroyed = True
         self._data.clear()
-        self._changed.clear()
-        self._deleted.clear()
-        self._read_mutable.clear()
+        self._dumped = self._deleted = self._read_mutable = None
 
     def mark_changed(self, key: str) -> None:
         """Force ``key`` to be written at commit."""
         if key not in self._data:
             raise KeyError(key)
-        self._changed.add(key)
+        if self._dumped is None:
+            self._dumped = {}
+        self._dumped.setdefault(key, None)
 
     def reissue(self) -> None:
         """Send a freshly signed token at commit (e.g. after a key rotation)."""
@@ -267,19 +283,27 @@ class Session(MutableMapping[str, "JSONValue"]):
     def dirty_keys(self) -> set[str]:
         """Keys read as list/dict whose value no longer matches the stored JSON."""
         dirty = set()
-        for key in self._read_mutable - self._changed:
-            if key in self._data and _dumps(self._data[key]) != self._raw.get(key):
-                dirty.add(key)
+        read = self._read_mutable
+        if read:
+            dumped = self._dumped or {}
+            data, raw = self._data, self._raw
+            for key in read:
+                if key not in dumped and key in data and _dumps(data[key]) != raw.get(key):
+                    dirty.add(key)
         return dirty
 
     def changes(self) -> tuple[dict[str, str], frozenset[str]]:
         """Return (changed key -> JSON text, deleted keys) for a field-level save."""
-        keys = self._changed | self.dirty_keys()
-        dumped = self._dumped
-        return (
-            {k: dumped.get(k) or _dumps(self._data[k]) for k in keys if k in self._data},
-            frozenset(self._deleted),
-        )
+        data = self._data
+        out = {
+            k: text if text is not None else _dumps(data[k])
+            for k, text in (self._dumped or {}).items()
+            if k in data
+        }
+        if self._read_mutable:
+            for k in self.dirty_keys():
+                out[k] = _dumps(data[k])
+        return out, frozenset(self._deleted) if self._deleted else _NO_KEYS
 
     def all_fields(self) -> dict[str, str]:
         """Return every key as JSON text (for a full write of a new record)."""

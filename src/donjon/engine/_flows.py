@@ -17,9 +17,19 @@ from ..core import Verdict
 from ..core._ids import record_key
 from ..errors import ConfigurationError
 from ..session import Session
-from ._logic import CLEAR_BOTH, EngineCore, Op, Outcome
+from ._logic import CLEAR_BOTH, INTERRUPTED, EngineCore, Op, Outcome
 
-__all__ = ["Exchange", "Flow", "ReadEpochs", "ReadRecord", "RunOps", "commit", "load", "refresh"]
+__all__ = [
+    "Exchange",
+    "Flow",
+    "ReadEpochs",
+    "ReadRecord",
+    "RunOps",
+    "commit",
+    "load",
+    "refresh",
+    "token_text",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,47 +89,36 @@ def load(
         client = guard.key_of(client)
         if guard.sync is not None and guard.due(now):
             yield Exchange(now)
-        locked = core.locked_out(client, now)
-        if locked is not None:
-            return core.finish(locked, client=client, path=path, now=now, started=started)
-    if token is None:
-        session = core.fresh(None)
-    elif core.two is not None:
-        session = core.load_access(token, now)
-    elif core.sealed is not None:
-        session = core.load_sealed(token, now)
+    step = core.admit(token, binding, client, now)
+    if step is None:
+        core.apply_epochs((yield ReadEpochs()), now)
+        step = core.admit(token, binding, client, now, epochs_read=True)
+    if step is None:  # pragma: no cover - admit() never asks again after epochs_read
+        session = core.fresh(None, verdict=Verdict.UNKNOWN)
+    elif isinstance(step, Session):
+        session = step
     else:
-        # _verified inlined: this is every request's path.
-        result = core.codec.verify(token, binding=binding, now=now)
-        if core.epochs_stale(result, now):
-            core.apply_epochs((yield ReadEpochs()), now)
-            result = core.codec.verify(token, binding=binding, now=now)
-        if result.verdict is not Verdict.VALID:
-            session = core.fresh(result)
-        else:
-            text = token if isinstance(token, str) else token.decode("ascii")
-            record = yield ReadRecord(record_key(result.session_id or ""))
-            session, ops = core.from_record(result, text, record, now)
-            if ops:
-                yield RunOps(ops)
+        record = yield ReadRecord(record_key(step.session_id or ""))
+        session, ops = core.from_record(step, token_text(token), record, now)
+        if ops:
+            yield RunOps(ops)
     return core.finish(session, client=client, path=path, now=now, started=started)
+
+
+def token_text(token: str | bytes | None) -> str:
+    """A MAC-valid token as text (it is ASCII: the MAC covered it)."""
+    if isinstance(token, bytes):
+        return token.decode("ascii")
+    return token or ""
 
 
 def commit(
     core: EngineCore, session: Session, *, presented: bool, binding: bytes | str | None
 ) -> Generator[Request, Any, Outcome]:
     """Save what the request changed; decide the cookies."""
-    if session.bind_to is not None:
-        binding = session.bind_to
-    now = core.now()
-    if core.two is not None:
-        ops, outcome = core.plan_access(session, presented=presented, now=now)
-    elif core.sealed is not None:
-        return core.plan_sealed(session, presented=presented, now=now)
-    else:
-        ops, outcome = core.plan(session, presented=presented, binding=binding, now=now)
+    ops, outcome = core.settle(session, presented=presented, binding=binding, now=core.now())
     if ops and not (yield RunOps(ops)):
-        return Outcome(clear=True, interrupted=True)
+        return INTERRUPTED
     return outcome
 
 

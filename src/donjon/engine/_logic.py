@@ -98,6 +98,8 @@ class Outcome:
 NOTHING: Final = Outcome()
 CLEAR: Final = Outcome(clear=True)
 CLEAR_BOTH: Final = Outcome(clear=True, clear_refresh=True)
+INTERRUPTED: Final = Outcome(clear=True, interrupted=True)
+"""The record vanished while the request ran: the cookie is cleared."""
 REFRESH_FIELD: Final = "__donjon_rt"
 """Reserved record field: issue time (ms) of the current refresh credential."""
 
@@ -218,6 +220,42 @@ class EngineCore:
                 log_it=log_it,
             )
         return session
+
+    def admit(
+        self,
+        token: object,
+        binding: bytes | str | None,
+        client: str | None,
+        now: float,
+        *,
+        epochs_read: bool = False,
+    ) -> Session | VerifyResult | None:
+        """Steps 0-6 of the pipeline, without I/O.
+
+        Returns the decided session (locked out, no cookie, a bad cookie, or
+        a whole session from a sealed cookie), not yet counted by
+        :meth:`finish`; or the VALID result whose record is to be read next;
+        or ``None`` when the shared epochs must be re-read before a MAC-valid
+        token can be trusted (then call again). Only a token that passed its
+        MAC can ask for the epochs, so a forged cookie never causes store I/O.
+        ``epochs_read``: they were just read; never ask again.
+        """
+        if self.guard is not None:
+            locked = self.locked_out(client, now)
+            if locked is not None:
+                return locked
+        if token is None:
+            return self.fresh(None)
+        if self.two is not None:
+            return self.load_access(token, now)
+        if self.sealed is not None:
+            return self.load_sealed(token, now)
+        result = self.codec.verify(token, binding=binding, now=now)
+        if result.verdict is not Verdict.VALID:
+            return self.fresh(result)
+        if not epochs_read and now - self._epochs_at >= self.epoch_refresh:
+            return None
+        return result
 
     def verify(self, token: object, binding: bytes | str | None, now: float) -> VerifyResult:
         """Run steps 1-6 of the pipeline: no store involved."""
@@ -630,6 +668,21 @@ class EngineCore:
         )
         session.token = token
         return Outcome(token=token, max_age=int(ttl))
+
+    def settle(
+        self, session: Session, *, presented: bool, binding: bytes | str | None, now: float
+    ) -> tuple[list[Op], Outcome]:
+        """The store operations and cookie outcome ending a request, in any mode.
+
+        ``binding`` is the middleware's; ``session.bind_to`` overrides it.
+        """
+        if session.bind_to is not None:
+            binding = session.bind_to
+        if self.two is not None:
+            return self.plan_access(session, presented=presented, now=now)
+        if self.sealed is not None:
+            return [], self.plan_sealed(session, presented=presented, now=now)
+        return self.plan(session, presented=presented, binding=binding, now=now)
 
     def untouched(self, session: Session, *, presented: bool) -> Outcome | None:
         """The outcome of a new session the request never touched, else ``None``.
