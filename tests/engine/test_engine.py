@@ -66,9 +66,7 @@ def events() -> list[VerdictEvent]:
 
 
 @pytest.fixture
-def engine(
-    ring: KeyRing, store: Any, clock: FrozenClock, events: list[VerdictEvent]
-) -> Engine:
+def engine(ring: KeyRing, store: Any, clock: FrozenClock, events: list[VerdictEvent]) -> Engine:
     return Engine(
         keyring=ring,
         store=store,
@@ -246,9 +244,14 @@ def test_undecodable_record_is_treated_as_missing(engine: Engine, store: Any) ->
     key = record_key(s.id or "")
     store.inner.write(
         Write(
-            key=key, fields={"x": "{not json"}, session_class="user", user_id=None,
-            created_at=s.created_at or 0, last_seen=s.last_seen or 0,
-            expires_at=(s.last_seen or 0) + 600, create=True,
+            key=key,
+            fields={"x": "{not json"},
+            session_class="user",
+            user_id=None,
+            created_at=s.created_at or 0,
+            last_seen=s.last_seen or 0,
+            expires_at=(s.last_seen or 0) + 600,
+            create=True,
         )
     )
     assert engine.load(token).verdict is Verdict.UNKNOWN
@@ -311,9 +314,7 @@ def test_revoke_user_logs_out_everywhere(engine: Engine) -> None:
     assert engine.load(t3).verdict is Verdict.VALID
 
 
-def test_events_one_per_load_and_nothing_secret(
-    engine: Engine, events: list[VerdictEvent]
-) -> None:
+def test_events_one_per_load_and_nothing_secret(engine: Engine, events: list[VerdictEvent]) -> None:
     token = login(engine)
     events.clear()
     engine.load(token)
@@ -417,3 +418,144 @@ def test_untouched_means_new_and_unchanged(ring: KeyRing, clock: FrozenClock) ->
     assert token is not None
     stored = engine.load(token)
     assert stored.verdict is Verdict.VALID and not stored.untouched, "a stored session is not new"
+
+
+def _twin_engines(
+    clock: FrozenClock,
+) -> tuple[Engine, AsyncEngine, CountingStore, CountingStore, list[Any], list[Any]]:
+    """A sync and an async engine with equal key rings, each over its own store."""
+    data = KeyRing.generate(["user", "admin"]).to_dict()
+    sync_store = CountingStore(MemoryStore(clock=clock))
+    async_store = CountingStore(MemoryStore(clock=clock))
+    sync_events: list[Any] = []
+    async_events: list[Any] = []
+    timeouts = Timeouts(idle=600, absolute=3600)
+    sync = Engine(
+        keyring=KeyRing.from_dict(data),
+        store=sync_store,
+        clock=clock,
+        timeouts=timeouts,
+        events=[sync_events.append],
+    )
+    aio = AsyncEngine(
+        keyring=KeyRing.from_dict(data),
+        store=async_store,
+        clock=clock,
+        timeouts=timeouts,
+        events=[async_events.append],
+    )
+    return sync, aio, sync_store, async_store, sync_events, async_events
+
+
+@pytest.mark.parametrize(
+    "kind", ["absent", "garbage", "forged", "valid", "expired", "idle", "killed", "unknown"]
+)
+async def test_the_async_direct_path_agrees_with_the_flow(clock: FrozenClock, kind: str) -> None:
+    """AsyncEngine awaits the common steps directly: same verdicts, store calls and events."""
+    sync, aio, sync_store, async_store, sync_events, async_events = _twin_engines(clock)
+    s = sync.load(None)
+    s["n"] = 1
+    token = sync.commit(s, presented=False).token
+    assert token is not None
+    key = record_key(sync.core.codec.verify(token).session_id or "")
+    record = sync_store.inner.load(key)
+    async_store.inner.write(
+        Write(
+            key=key,
+            fields=record.fields,
+            session_class=record.session_class,
+            user_id=record.user_id,
+            created_at=record.created_at,
+            last_seen=record.last_seen,
+            expires_at=record.expires_at,
+            create=True,
+        )
+    )
+    if kind == "forged":
+        token = token[:-1] + ("0" if token[-1] != "0" else "1")
+    elif kind == "expired":
+        clock.advance(3601)
+    elif kind == "idle":
+        clock.advance(601)
+    elif kind == "killed":
+        clock.advance(2)  # the epoch cache of both engines is now due for a refresh
+        for inner in (sync_store.inner, async_store.inner):
+            inner.raise_epoch("user", clock.time())
+    elif kind == "unknown":
+        sync_store.inner.delete(key)
+        async_store.inner.delete(key)
+    presented: str | None = {"absent": None, "garbage": "garbage"}.get(kind, token)
+    sync_store.calls.clear()
+    async_store.calls.clear()
+    sync_events.clear()
+    expected = sync.load(presented, client="10.0.0.1", path="/p")
+    got = await aio.load(presented, client="10.0.0.1", path="/p")
+    assert (
+        expected.verdict.value
+        == {
+            "absent": "absent",
+            "garbage": "malformed",
+            "forged": "forged",
+            "valid": "valid",
+            "expired": "expired",
+            "idle": "idle_expired",
+            "killed": "revoked",
+            "unknown": "unknown",
+        }[kind]
+    )
+    assert (got.verdict, got.reason, dict(got), got.id) == (
+        expected.verdict,
+        expected.reason,
+        dict(expected),
+        expected.id,
+    )
+    assert async_store.calls == sync_store.calls
+    assert [(e.verdict, e.reason, e.client, e.path) for e in async_events] == [
+        (e.verdict, e.reason, e.client, e.path) for e in sync_events
+    ]
+    got["n"] = expected["n"] = 2
+    sync_store.calls.clear()
+    async_store.calls.clear()
+    expected_out = sync.commit(expected, presented=presented is not None)
+    got_out = await aio.commit(got, presented=presented is not None)
+    assert (got_out.token is None, got_out.clear) == (
+        expected_out.token is None,
+        expected_out.clear,
+    )
+    assert async_store.calls == sync_store.calls
+    await aio.close()
+    sync.close()
+
+
+async def test_the_async_direct_path_reports_store_errors(
+    ring: KeyRing, clock: FrozenClock
+) -> None:
+    failures: list[str] = []
+
+    class Hook:
+        def __call__(self, event: VerdictEvent) -> None:
+            pass
+
+        def store_error(self, operation: str) -> None:
+            failures.append(operation)
+
+    store = MemoryStore(clock=clock)
+    engine = AsyncEngine(keyring=ring, store=store, clock=clock, events=[Hook()])
+    s = await engine.load(None)
+    s["n"] = 1
+    token = (await engine.commit(s, presented=False)).token
+    loaded = await engine.load(token)
+    loaded["n"] = 2
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("down")
+
+    store.load = down  # type: ignore[method-assign]
+    store.write = down  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await engine.load(token)
+    with pytest.raises(StoreUnavailable):
+        await engine.commit(loaded, presented=True)
+    assert failures == ["load", "commit"]
+    assert (await engine.load("v1.garbage")).verdict is Verdict.MALFORMED
+    assert failures == ["load", "commit"], "a bad cookie never reaches the store"

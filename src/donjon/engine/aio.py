@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, final
 
+from ..core._ids import record_key
 from ..errors import StoreUnavailable
+from ..session import Session
 from ..stores._base import AsyncStore, SessionInfo, Store, Write, as_async
 from . import _flows as flows
-from ._logic import Delete, EngineCore, Outcome
+from ._logic import INTERRUPTED, Delete, EngineCore, Op, Outcome
 from ._options import DEFAULT_GUARD, build_core
 
 if TYPE_CHECKING:
@@ -17,7 +20,6 @@ if TYPE_CHECKING:
     from ..core import KeyRing
     from ..events import EventHook, Events
     from ..guard import Guard
-    from ..session import Session
     from ..typing import Clock
 
 __all__ = ["AsyncEngine"]
@@ -129,6 +131,38 @@ class AsyncEngine:
         Never raises for anything the client sent. Raises
         :class:`~donjon.StoreUnavailable` when the store is down.
         """
+        core = self.core
+        guard = core.guard
+        if guard is not None and guard.sync is not None:
+            # A fleet guard may need an exchange first: the full flow.
+            return await self._flow_load(token, binding, client, path)
+        # The same steps as flows.load, awaited directly: no generator to
+        # drive for the commonest requests (a bad cookie, one record read).
+        started = time.perf_counter()
+        now = core.now()
+        if guard is not None:
+            client = guard.key_of(client)
+        step = core.admit(token, binding, client, now)
+        if step is None:  # the shared epochs are due: the full flow reads them
+            return await self._flow_load(token, binding, client, path)
+        if not isinstance(step, Session):
+            try:
+                record = await self.store.load(record_key(step.session_id or ""))
+            except StoreUnavailable:
+                core.events.store_error("load")
+                raise
+            step, ops = core.from_record(step, flows.token_text(token), record, now)
+            if ops:
+                await self._ops(ops, "load")
+        return core.finish(step, client=client, path=path, now=now, started=started)
+
+    async def _flow_load(
+        self,
+        token: str | bytes | None,
+        binding: bytes | str | None,
+        client: str | None,
+        path: str | None,
+    ) -> Session:
         flow = flows.load(self.core, token, binding=binding, client=client, path=path)
         request, value = _first_step(flow)
         if request is None:
@@ -139,14 +173,15 @@ class AsyncEngine:
         self, session: Session, *, presented: bool, binding: bytes | str | None = None
     ) -> Outcome:
         """Save what the request changed; return what to tell the client."""
-        outcome = self.core.untouched(session, presented=presented)
+        core = self.core
+        outcome = core.untouched(session, presented=presented)
         if outcome is not None:
             return outcome
-        flow = flows.commit(self.core, session, presented=presented, binding=binding)
-        request, value = _first_step(flow)
-        if request is None:
-            return value  # type: ignore[no-any-return]
-        return await self._run(flow, request, "commit")  # type: ignore[no-any-return]
+        # flows.commit, awaited directly.
+        ops, outcome = core.settle(session, presented=presented, binding=binding, now=core.now())
+        if ops and not await self._ops(ops, "commit"):
+            return INTERRUPTED
+        return outcome
 
     async def _run(self, flow: flows.Flow, request: flows.Request, operation: str) -> Any:
         store = self.store
@@ -176,8 +211,13 @@ class AsyncEngine:
             if guard is not None:
                 await asyncio.to_thread(guard.exchange, request.now)
             return None
+        return await self._apply(request.ops)
+
+    async def _apply(self, ops: list[Op]) -> bool:
+        """Run store operations in order; whether every write found its record."""
+        store = self.store
         ok = True
-        for op in request.ops:
+        for op in ops:
             if isinstance(op, Write):
                 ok = await store.write(op) and ok
             elif isinstance(op, Delete):
@@ -185,6 +225,14 @@ class AsyncEngine:
             else:
                 await store.touch(op.key, last_seen=op.last_seen, expires_at=op.expires_at)
         return ok
+
+    async def _ops(self, ops: list[Op], operation: str) -> bool:
+        """:meth:`_apply`, telling the hooks when the store fails."""
+        try:
+            return await self._apply(ops)
+        except StoreUnavailable:
+            self.core.events.store_error(operation)
+            raise
 
     async def kill(self, session_class: str, *, at: float | None = None) -> float:
         """Revoke every token of a class issued before now; see ``Engine.kill``."""
