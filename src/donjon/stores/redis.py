@@ -34,7 +34,7 @@ import asyncio
 import hashlib
 import logging
 import math
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
@@ -261,6 +261,12 @@ def _text(v: object) -> str:
     raise ValueError(f"unexpected reply {type(v).__name__}")
 
 
+def _pairs(flat: list[Any]) -> Iterator[tuple[Any, Any]]:
+    """``[k1, v1, k2, v2, ...]`` as pairs (an odd length is a ValueError: corrupt)."""
+    it = iter(flat)
+    return zip(it, it, strict=True)
+
+
 def _user_hash(user_id: str) -> str:
     return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
 
@@ -324,22 +330,29 @@ class _Logic:
 
     # -- parsing -----------------------------------------------------------
     def _record(self, key: str, raw: Any) -> Record | None:
+        """A record from an ``HGETALL`` reply: a dict (redis-py) or a flat list (lean)."""
         if isinstance(raw, BaseException):  # not a hash, or not UTF-8
             _corrupt("session record %s in Redis cannot be read; treated as missing", key)
             return None
         if not raw:
             return None
+        pairs = raw.items() if isinstance(raw, dict) else _pairs(raw)
+        fields: dict[str, str] = {}
+        meta: dict[str, str] = {}
         try:
-            h = {_text(k): v for k, v in raw.items()}
-            fields = {name[2:]: _text(v) for name, v in h.items() if name.startswith("d:")}
-            user = _text(h["user"]) if "user" in h else None
+            for name, value in pairs:
+                text = _text(name)
+                if text.startswith("d:"):
+                    fields[text[2:]] = _text(value)
+                else:
+                    meta[text] = _text(value)
             rec = Record(
                 fields=fields,
-                session_class=_text(h["class"]),
-                user_id=user,
-                created_at=float(_text(h["created"])),
-                last_seen=float(_text(h["seen"])),
-                expires_at=float(_text(h["expires"])),
+                session_class=meta["class"],
+                user_id=meta.get("user"),
+                created_at=float(meta["created"]),
+                last_seen=float(meta["seen"]),
+                expires_at=float(meta["expires"]),
             )
         except (KeyError, ValueError):
             _corrupt("session record %s in Redis is corrupt; treated as missing", key)
@@ -356,6 +369,11 @@ class _Logic:
 
     def write(self, w: Write) -> _Op[bool]:
         """Create or update one record and its user's index, in one script."""
+        (res,) = yield [self.write_call(w)]
+        return bool(_check(res))
+
+    def write_call(self, w: Write) -> _Call:
+        """The script call of :meth:`write`."""
         times = _num(w.created_at), _num(w.last_seen), _num(w.expires_at)
         now = self.clock.time()
         ttl = math.ceil((float(w.expires_at) - now) * 1000)
@@ -380,8 +398,7 @@ class _Logic:
             args += (f"d:{name}", value)
         if not w.create:
             args += (f"d:{name}" for name in w.deleted if name not in w.fields)
-        (res,) = yield [_eval(_WRITE, keys, args)]
-        return bool(_check(res))
+        return _eval(_WRITE, keys, args)
 
     def delete(self, key: str) -> _Op[None]:
         """Delete one record and its index entry."""
@@ -971,11 +988,38 @@ class AsyncRedisStore(_Base):
     # -- contract ----------------------------------------------------------
     async def load(self, key: str) -> Record | None:
         """Return the live record under ``key``, or ``None`` (see :meth:`RedisStore.load`)."""
-        return await self._run(self._logic.load(key))
+        lean = self._lean
+        if lean is None:
+            return await self._run(self._logic.load(key))
+        # Every request's read: one command, sent without building a batch.
+        logic = self._logic
+        return logic._record(key, await self._lean_one(lean, ("HGETALL", logic.session_key(key))))
 
     async def write(self, write: Write) -> bool:
         """Save a record atomically; return ``False`` when an update found no live record."""
-        return await self._run(self._logic.write(write))
+        lean = self._lean
+        if lean is None:
+            return await self._run(self._logic.write(write))
+        call = self._logic.write_call(write)
+        return bool(_check(await self._lean_one(lean, call.args, call.script)))
+
+    async def _lean_one(
+        self, client: RespClient, args: tuple[str | int, ...], script: _Script | None = None
+    ) -> Any:
+        """One command on the lean connection; :meth:`_execute_lean` for a single call."""
+        try:
+            try:
+                (reply,) = await client.send((args,))
+            except ConnectionLostError:  # a restarted server: the command is idempotent
+                (reply,) = await client.send((args,))
+            if reply.__class__ is ReplyError:
+                if script is not None and str(reply).startswith("NOSCRIPT"):
+                    self._triage(await client.execute([("SCRIPT", "LOAD", script.source)]))
+                    (reply,) = await client.execute([args])
+                self._triage([reply])
+        except RespConnectionError as exc:
+            raise self._unavailable(exc) from exc
+        return reply
 
     async def delete(self, key: str) -> None:
         """Delete a record and its user-index entry; no error if missing."""
