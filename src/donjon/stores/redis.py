@@ -37,7 +37,7 @@ import math
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar, final
 
 from ..core import SystemClock
 from ..errors import ConfigurationError, MissingDependency, StoreUnavailable
@@ -75,11 +75,12 @@ local s = KEYS[1]
 local member, idxp = ARGV[1], ARGV[2]
 local now, create, ttl = tonumber(ARGV[3]), ARGV[4] == '1', tonumber(ARGV[5])
 local kind = redis.call('TYPE', s)['ok']
-local olduh = false
+local olduh, oldseen = false, false
 if kind == 'hash' then
-  olduh = redis.call('HGET', s, 'uh')
+  local meta = redis.call('HMGET', s, 'uh', 'expires', 'seen')
+  olduh, oldseen = meta[1], meta[3]
   if not create then
-    local exp = tonumber(redis.call('HGET', s, 'expires'))
+    local exp = tonumber(meta[2])
     if exp == nil or exp <= now then return 0 end
   end
 elseif not create then
@@ -94,9 +95,9 @@ if ttl <= 0 then
   return 1
 end
 local seen = ARGV[10]
-if not create then
-  local old = tonumber(redis.call('HGET', s, 'seen'))
-  if old ~= nil and old > tonumber(seen) then seen = redis.call('HGET', s, 'seen') end
+if not create and oldseen then
+  local old = tonumber(oldseen)
+  if old ~= nil and old > tonumber(seen) then seen = oldseen end
 end
 redis.call('HSET', s, 'class', ARGV[6], 'seen', seen, 'expires', ARGV[11])
 if create then redis.call('HSET', s, 'created', ARGV[9]) end
@@ -223,8 +224,7 @@ _SHARDS: Final = tuple(f"{i:02x}" for i in range(256))
 _SHARD_SET: Final = frozenset(_SHARDS)
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
+class _Call(NamedTuple):
     """One command to send; ``script`` is set when ``args`` is an EVALSHA."""
 
     args: tuple[str | int, ...]
@@ -247,10 +247,13 @@ def _eval(script: _Script, keys: Sequence[str], args: Sequence[str | int]) -> _C
 
 def _num(x: float) -> str:
     """Format a time for Redis: the shortest text that reads back as the same float."""
-    f = float(x)
-    if not math.isfinite(f):
+    text = repr(float(x))
+    if text in _NOT_FINITE:
         raise ValueError(f"times must be finite numbers, not {x!r}")
-    return repr(f)
+    return text
+
+
+_NOT_FINITE: Final = frozenset({"inf", "-inf", "nan"})
 
 
 def _text(v: object) -> str:
