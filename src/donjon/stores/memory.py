@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, final
 
@@ -126,7 +125,7 @@ class MemoryStore:
             if e is not None:
                 self._put(
                     key,
-                    replace(e, last_seen=max(e.last_seen, last_seen), expires_at=expires_at),
+                    e._replace(last_seen=max(e.last_seen, last_seen), expires_at=expires_at),
                 )
 
     def sessions_of(self, user_id: str) -> list[SessionInfo]:
