@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Final, final
+from typing import Final, NamedTuple
 
 __all__ = ["MAX_COOKIE_HEADER", "CookieLookup", "find_cookie"]
 
@@ -12,9 +11,7 @@ MAX_COOKIE_HEADER: Final = 16 * 1024
 """Cookie headers longer than this (all joined) are not parsed at all."""
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class CookieLookup:
+class CookieLookup(NamedTuple):
     """The session cookie found in a request, or why none was usable."""
 
     value: str | None

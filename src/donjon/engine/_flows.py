@@ -13,7 +13,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ..core import Verdict
+from ..core import Verdict, VerifyResult
 from ..core._ids import record_key
 from ..errors import ConfigurationError
 from ..session import Session
@@ -93,15 +93,15 @@ def load(
     if step is None:
         core.apply_epochs((yield ReadEpochs()), now)
         step = core.admit(token, binding, client, now, epochs_read=True)
-    if step is None:  # pragma: no cover - admit() never asks again after epochs_read
-        session = core.fresh(None, verdict=Verdict.UNKNOWN)
-    elif isinstance(step, Session):
-        session = step
-    else:
+    if isinstance(step, VerifyResult):
         record = yield ReadRecord(record_key(step.session_id or ""))
         session, ops = core.from_record(step, token_text(token), record, now)
         if ops:
             yield RunOps(ops)
+    elif step is None:  # pragma: no cover - admit() never asks again after epochs_read
+        session = core.fresh(None, verdict=Verdict.UNKNOWN)
+    else:
+        session = step
     return core.finish(session, client=client, path=path, now=now, started=started)
 
 

@@ -213,7 +213,7 @@ class EngineCore:
             log.warning("donjon guard: client %s locked out", client)
         events = self.events
         log_it = events.should_log(session.verdict, client, now)
-        if log_it or events.has_hooks:  # else nobody would see the event: not built
+        if log_it or events._hooks:  # else nobody would see the event: not built
             duration = time.perf_counter() - started if started is not None else None
             events.deliver(
                 self.event(session, client=client, path=path, now=now, duration=duration),

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, final
 
+from ..core import VerifyResult
 from ..core._ids import record_key
 from ..errors import StoreUnavailable
 from ..session import Session
@@ -145,7 +146,7 @@ class AsyncEngine:
         step = core.admit(token, binding, client, now)
         if step is None:  # the shared epochs are due: the full flow reads them
             return await self._flow_load(token, binding, client, path)
-        if not isinstance(step, Session):
+        if isinstance(step, VerifyResult):  # (not isinstance Session: an ABC check)
             try:
                 record = await self.store.load(record_key(step.session_id or ""))
             except StoreUnavailable:
