@@ -331,10 +331,17 @@ class Server:
 
 
 @contextlib.contextmanager
-def uvicorn_server(factory: str, env: Mapping[str, str], *, cpu: str | None) -> Iterator[Server]:
+def uvicorn_server(
+    factory: str,
+    env: Mapping[str, str],
+    *,
+    cpu: str | None,
+    loop: str | None = None,
+    http: str | None = None,
+) -> Iterator[Server]:
     """Run ``uvicorn --factory apps.<factory>`` on a free port; stop it afterwards.
 
-    One worker, no access log, the fastest loop and HTTP parser installed.
+    One worker, no access log; by default the fastest loop and HTTP parser installed.
     """
     port = free_port()
     cmd = [
@@ -355,9 +362,9 @@ def uvicorn_server(factory: str, env: Mapping[str, str], *, cpu: str | None) -> 
         "--log-level",
         "warning",
         "--loop",
-        loop_impl(),
+        loop or loop_impl(),
         "--http",
-        http_impl(),
+        http or http_impl(),
     ]
     path = os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)
     full_env = {**os.environ, **env, "PYTHONPATH": path}
