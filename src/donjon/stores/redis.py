@@ -344,11 +344,13 @@ class _Logic:
         meta: dict[str, str] = {}
         try:
             for name, value in pairs:
-                text = _text(name)
-                if text.startswith("d:"):
-                    fields[text[2:]] = _text(value)
+                # bytes from the lean client and redis-py; UnicodeDecodeError is a ValueError
+                name = name.decode() if name.__class__ is bytes else _text(name)
+                value = value.decode() if value.__class__ is bytes else _text(value)
+                if name.startswith("d:"):
+                    fields[name[2:]] = value
                 else:
-                    meta[text] = _text(value)
+                    meta[name] = value
             rec = Record(
                 fields=fields,
                 session_class=meta["class"],
@@ -377,31 +379,40 @@ class _Logic:
 
     def write_call(self, w: Write) -> _Call:
         """The script call of :meth:`write`."""
-        times = _num(w.created_at), _num(w.last_seen), _num(w.expires_at)
         now = self.clock.time()
         ttl = math.ceil((float(w.expires_at) - now) * 1000)
-        shard = _shard(w.key)
-        uh = _user_hash(w.user_id) if w.user_id is not None else ""
-        keys = [self.session_key(w.key)]
-        if w.user_id is not None:
-            keys.append(self.index_key(shard, uh))
+        key = w.key
+        shard = _shard(key)
+        head = f"{self.prefix}{{{shard}}}:"
+        user = w.user_id
+        uh = _user_hash(user) if user is not None else ""
+        keys: tuple[str, ...] = (head + "s:" + key,)
+        if user is not None:
+            keys += (head + "u:" + uh,)
         args: list[str | int] = [
-            w.key,
-            self._index_prefix(shard),
+            "EVALSHA",
+            _WRITE.sha,
+            len(keys),
+            *keys,
+            key,
+            head + "u:",
             _num(now),
             1 if w.create else 0,
             ttl,
             w.session_class,
-            w.user_id or "",
+            user or "",
             uh,
-            *times,
+            # The creation time is only read when the record is created.
+            _num(w.created_at) if w.create else "",
+            _num(w.last_seen),
+            _num(w.expires_at),
             len(w.fields),
         ]
         for name, value in w.fields.items():
             args += (f"d:{name}", value)
         if not w.create:
             args += (f"d:{name}" for name in w.deleted if name not in w.fields)
-        return _eval(_WRITE, keys, args)
+        return _Call(tuple(args), _WRITE)
 
     def delete(self, key: str) -> _Op[None]:
         """Delete one record and its index entry."""
