@@ -9,6 +9,7 @@ sends malformed replies, to check that a protocol error closes the connection.
 from __future__ import annotations
 
 import asyncio
+import threading
 import datetime
 import gc
 import ipaddress
@@ -624,6 +625,31 @@ def test_loop_change_on_a_loop_left_open(redis_url: str) -> None:
         asyncio.run(c.aclose())
     finally:
         old.close()
+    gc.collect()
+
+
+def test_a_loop_running_in_another_thread_is_not_borrowed(redis_url: str) -> None:
+    """The connection's loop still runs, in another thread: this thread's loop connects anew."""
+    c = RespClient(redis_url)
+    other = asyncio.new_event_loop()
+    runner = threading.Thread(target=other.run_forever, daemon=True)
+    runner.start()
+    try:
+        first = asyncio.run_coroutine_threadsafe(c.execute([["CLIENT", "ID"]]), other).result(5)
+        assert other.is_running()
+
+        async def here() -> Any:
+            [second] = await c.execute([["CLIENT", "ID"]])
+            await c.aclose()
+            return second
+
+        assert asyncio.run(here()) != first[0], "a new connection, on this thread's loop"
+        # The old loop closes its own transport.
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), other).result(5)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        runner.join(5)
+        other.close()
     gc.collect()
 
 
