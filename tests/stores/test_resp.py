@@ -9,12 +9,12 @@ sends malformed replies, to check that a protocol error closes the connection.
 from __future__ import annotations
 
 import asyncio
-import threading
 import datetime
 import gc
 import ipaddress
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
