@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from donjon.adapters import Proxy, find_cookie
+from donjon.adapters import Proxy, _cookies, find_cookie
 from donjon.adapters._common import ClientResolver, response_headers
 from donjon.adapters._cookies import MAX_COOKIE_HEADER, OVERSIZE, CookieLookup
 from donjon.errors import ConfigurationError
@@ -156,3 +158,14 @@ def test_response_headers() -> None:
         ("set-cookie", "donjon=x"),
         ("cache-control", "no-store"),
     ]
+
+
+_COOKIE_TEXT = st.text(alphabet=st.sampled_from(list("donjab =;\t\"x1")), max_size=24)
+
+
+@given(_COOKIE_TEXT)
+def test_the_one_cookie_shortcut_agrees_with_the_general_parse(raw: str) -> None:
+    """A header without ';' takes a shortcut: it must answer as the split-and-scan does."""
+    general = _cookies._pick(raw + ";", "donjon")  # the ';' forces the general path
+    assert find_cookie([raw], "donjon") == general
+    assert find_cookie([raw.encode("latin-1")], "donjon") == general

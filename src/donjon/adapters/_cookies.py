@@ -77,6 +77,13 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
 def _pick(joined: str, name: str) -> CookieLookup:
     if name not in joined:
         return ABSENT
+    if ";" not in joined:
+        # One cookie in the header (an API client, a load tester): no split.
+        key, sep, value = joined.partition("=")
+        if not sep or key.strip() != name:
+            return ABSENT
+        value = value.strip()
+        return CookieLookup(value) if value else CookieLookup(None, "empty")
     found: str | None = None
     duplicate = False
     for pair in joined.split(";"):

@@ -166,9 +166,11 @@ class SessionMiddleware:
         if two is not None and scope["type"] == "http" and scope.get("path") == two.refresh_path:
             await self._refresh(scope, send)
             return
-        lookup = find_cookie(
-            [v for k, v in scope.get("headers", ()) if k == b"cookie"], self._cookie_name
-        )
+        cookies = []
+        for k, v in scope.get("headers", ()):
+            if k == b"cookie":
+                cookies.append(v)
+        lookup = find_cookie(cookies, self._cookie_name)
         binding = self._binding(scope) if self._binding is not None else None
         if self._proxied:
             client = self.client_of(scope)

@@ -224,6 +224,11 @@ def _hiredis_encoder() -> Callable[[_Commands], bytes] | None:
     pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
 
     def encode(commands: _Commands) -> bytes:
+        if len(commands) == 1:  # the commonest batch
+            (command,) = commands
+            if not command:
+                raise ValueError(_EMPTY)
+            return pack(tuple(command))
         out: list[bytes] = []
         for command in commands:
             if not command:
