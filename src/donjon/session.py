@@ -136,7 +136,7 @@ class Session(MutableMapping[str, "JSONValue"]):
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if key.__class__ is not str and not isinstance(key, str):
+        if not isinstance(key, str):
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         if key.startswith("__donjon"):
             raise KeyError(f"session keys starting with '__donjon' are reserved: {key!r}")

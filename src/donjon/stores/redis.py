@@ -381,26 +381,19 @@ class _Logic:
         """The script call of :meth:`write`."""
         now = self.clock.time()
         ttl = math.ceil((float(w.expires_at) - now) * 1000)
-        key = w.key
-        shard = _shard(key)
-        head = f"{self.prefix}{{{shard}}}:"
-        user = w.user_id
-        uh = _user_hash(user) if user is not None else ""
-        keys: tuple[str, ...] = (head + "s:" + key,)
-        if user is not None:
-            keys += (head + "u:" + uh,)
+        shard = _shard(w.key)
+        uh = _user_hash(w.user_id) if w.user_id is not None else ""
+        keys = [self.session_key(w.key)]
+        if w.user_id is not None:
+            keys.append(self.index_key(shard, uh))
         args: list[str | int] = [
-            "EVALSHA",
-            _WRITE.sha,
-            len(keys),
-            *keys,
-            key,
-            head + "u:",
+            w.key,
+            self._index_prefix(shard),
             _num(now),
             1 if w.create else 0,
             ttl,
             w.session_class,
-            user or "",
+            w.user_id or "",
             uh,
             # The creation time is only read when the record is created.
             _num(w.created_at) if w.create else "",
@@ -412,7 +405,7 @@ class _Logic:
             args += (f"d:{name}", value)
         if not w.create:
             args += (f"d:{name}" for name in w.deleted if name not in w.fields)
-        return _Call(tuple(args), _WRITE)
+        return _eval(_WRITE, keys, args)
 
     def delete(self, key: str) -> _Op[None]:
         """Delete one record and its index entry."""
