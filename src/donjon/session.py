@@ -252,10 +252,30 @@ class Session(MutableMapping[str, "JSONValue"]):
         self.destroy()
 
     def destroy(self) -> None:
-        """Delete the session's record at commit and clear the cookie."""
+        """End the session: its record is deleted at commit and the cookie cleared.
+
+        The data and the user are dropped at once. Keys set *after* this call
+        in the same request (a flash message, a new login) start a brand-new
+        session with a new id, saved at commit; nothing of the old one
+        survives.
+        """
         self._destroyed = True
         self._data.clear()
+        self._raw = _NO_RAW
         self._dumped = self._deleted = self._read_mutable = None
+        self.user_id = None
+        self._user_changed = self._regenerated = self._reissue = False
+        self.created_at = None
+        self.bind_to = None
+
+    def clear(self) -> None:
+        """Remove every key **and log out**: the same as :meth:`destroy`.
+
+        ``session.clear()`` is the logout idiom of Flask and Starlette apps;
+        since the user of a Donjon session lives beside its keys, clearing
+        only the keys would leave the user logged in.
+        """
+        self.destroy()
 
     def mark_changed(self, key: str) -> None:
         """Force ``key`` to be written at commit."""

@@ -289,6 +289,76 @@ def test_kill_reaches_a_second_engine_through_the_store(
     assert b.load(token).verdict is Verdict.REVOKED
 
 
+@pytest.mark.parametrize("how", ["rolling", "regenerate", "rotation"])
+def test_a_token_signed_anew_after_a_kill_does_not_resurrect_the_session(
+    ring: KeyRing, store: Any, clock: FrozenClock, how: str
+) -> None:
+    """A process that has not yet seen the epoch re-signs a session: still killed."""
+    other_ring = KeyRing.from_dict(ring.to_dict())
+    a = Engine(keyring=ring, store=store, clock=clock)
+    b = Engine(keyring=other_ring, store=store, clock=clock, rolling=how == "rolling")
+    token = login(a)
+    clock.advance(5)
+    s = b.load(token)  # b reads the epochs now; the kill lands within its refresh window
+    assert s.verdict is Verdict.VALID
+    clock.advance(0.3)
+    a.kill("user")
+    clock.advance(0.3)
+    if how == "regenerate":
+        s.regenerate()
+    elif how == "rotation":
+        other_ring.rotate("user")
+        s = b.load(token)  # still inside b's epoch window: VALID, re-signed at commit
+        assert s.verdict is Verdict.VALID and s.wants_reissue
+    out = b.commit(s, presented=True)
+    assert out.token is not None, "b signed a new token after the kill"
+    clock.advance(5)
+    for engine in (a, b) if how != "rotation" else (b,):  # (a never saw k2)
+        assert engine.load(out.token).verdict is Verdict.REVOKED
+        assert engine.load(token).verdict is Verdict.REVOKED
+
+
+def test_destroy_then_set_starts_a_new_session(engine: Engine, store: Any) -> None:
+    token = login(engine)
+    s = engine.load(token)
+    old_id = s.id
+    s.logout()
+    assert s.user_id is None and dict(s) == {}
+    s["flash"] = "bye"
+    out = engine.commit(s, presented=True)
+    assert out.token is not None, "the keys set after logout live in a new session"
+    assert engine.load(token).verdict is Verdict.UNKNOWN
+    fresh = engine.load(out.token)
+    assert fresh.verdict is Verdict.VALID and fresh.id != old_id
+    assert fresh.user_id is None and dict(fresh) == {"flash": "bye"}
+
+
+def test_destroy_then_login_as_another_user(engine: Engine) -> None:
+    """Django's login() pattern: flush the old session, then log the new user in."""
+    token = login(engine)
+    s = engine.load(token)
+    s.destroy()
+    s.login("bob")
+    s["k"] = 1
+    out = engine.commit(s, presented=True)
+    assert out.token is not None
+    assert engine.load(token).verdict is Verdict.UNKNOWN
+    bob = engine.load(out.token)
+    assert bob.user_id == "bob" and dict(bob) == {"k": 1}
+    assert [i.user_id for i in engine.sessions_of("bob")] == ["bob"]
+
+
+def test_clear_logs_out(engine: Engine) -> None:
+    """session.clear(), the Flask/Starlette logout idiom, ends the login too."""
+    token = login(engine)
+    s = engine.load(token)
+    s.clear()
+    assert s.user_id is None
+    out = engine.commit(s, presented=True)
+    assert out.clear and out.token is None
+    assert engine.load(token).verdict is Verdict.UNKNOWN
+
+
 def test_rotation_resigns_on_next_use_then_retired(
     engine: Engine, ring: KeyRing, clock: FrozenClock
 ) -> None:

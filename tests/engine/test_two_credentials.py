@@ -67,7 +67,9 @@ def test_access_is_checked_without_any_store_call(engine: Engine, store: Any) ->
         assert s.verdict is Verdict.VALID
         assert s.user_id == "ann" and s["cart"] == [1]
         assert engine.commit(s, presented=True).token is None
-    assert store.calls == [], "access credentials cost zero store round trips"
+    # No record is read: only the shared epochs, once per epoch_refresh (the
+    # frozen clock never moves, so once), for the kill switch.
+    assert store.calls == ["epochs"], "access credentials cost no record round trip"
 
 
 def test_writes_go_through_to_the_store_and_reseal(
@@ -134,6 +136,37 @@ def test_kill_switch_ends_both(engine: Engine, clock: FrozenClock) -> None:
     assert engine.refresh(refresh).token is None
 
 
+def test_kill_in_another_process_reaches_access_credentials(
+    engine: Engine, store: Any, clock: FrozenClock
+) -> None:
+    other = Engine(
+        keyring=KeyRing.from_dict(engine.keyring.to_dict()),
+        store=store,
+        clock=clock,
+        two_credentials=TwoCredentials(access_ttl=300),
+        guard=None,
+    )
+    access, _ = login(engine)
+    assert other.load(access).verdict is Verdict.VALID
+    clock.advance(1)
+    engine.kill("user")
+    clock.advance(1.0)  # other re-reads the shared epochs at most once a second
+    assert other.load(access).verdict is Verdict.REVOKED
+
+
+def test_a_resealed_access_credential_does_not_outlive_a_kill(
+    engine: Engine, clock: FrozenClock
+) -> None:
+    access, _ = login(engine)
+    s = engine.load(access)
+    clock.advance(0.5)
+    engine.keyring.set_epoch("user", clock.time())  # a kill this request did not see
+    s["cart"] = [2]
+    resealed = engine.commit(s, presented=True).token
+    assert resealed is not None
+    assert engine.load(resealed).verdict is Verdict.REVOKED
+
+
 def test_forged_refresh_costs_no_store_call(engine: Engine, store: Any) -> None:
     store.calls.clear()
     assert engine.refresh("v1.user.k1.x.1.2._." + "0" * 64).clear_refresh
@@ -163,8 +196,11 @@ def test_policy_checks() -> None:
 
 async def test_async_face(clock: FrozenClock) -> None:
     engine = AsyncEngine(
-        keyring=KeyRing.generate(), store=MemoryStore(clock=clock), clock=clock,
-        two_credentials=TwoCredentials(access_ttl=60), guard=None,
+        keyring=KeyRing.generate(),
+        store=MemoryStore(clock=clock),
+        clock=clock,
+        two_credentials=TwoCredentials(access_ttl=60),
+        guard=None,
     )
     s = await engine.load(None)
     s.login("bo")

@@ -134,7 +134,7 @@ def refresh(
     locked = core.locked_out(client, now)
     if locked is not None:
         core.finish(locked, client=client, path=path, now=now, started=started)
-        return CLEAR_BOTH
+        return Outcome(retry_after=locked.retry_after)
     outcome = CLEAR_BOTH
     if token is None:
         session = core.fresh(None)

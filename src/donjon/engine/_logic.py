@@ -20,6 +20,7 @@ from ..stores._base import Record, Write
 from ..stores.cookie import Sealed, SealedCodec
 
 if TYPE_CHECKING:
+    from ..core._keyring import ClassKeys
     from ..typing import Clock
 
 __all__ = ["Delete", "EngineCore", "Op", "Outcome", "Touch"]
@@ -69,6 +70,9 @@ class Outcome:
     refresh_max_age: int | None = None
     clear_refresh: bool = False
     """Two-credential mode: delete the refresh cookie."""
+    retry_after: float | None = None
+    """Set when the client is locked out: answer 429 with ``Retry-After``; no
+    cookie is touched (a shared address must not wipe other users' cookies)."""
 
     def set_cookie_header(self, policy: CookiePolicy) -> str | None:
         """Return the ``Set-Cookie`` value for this outcome, or ``None``."""
@@ -247,7 +251,14 @@ class EngineCore:
         if token is None:
             return self.fresh(None)
         if self.two is not None:
-            return self.load_access(token, now)
+            session = self.load_access(token, now)
+            if (
+                session.verdict is Verdict.VALID
+                and not epochs_read
+                and now - self._epochs_at >= self.epoch_refresh
+            ):
+                return None  # the kill switch must reach access credentials too
+            return session
         if self.sealed is not None:
             return self.load_sealed(token, now)
         result = self.codec.verify(token, binding=binding, now=now)
@@ -299,6 +310,9 @@ class EngineCore:
         if record.session_class != result.session_class:
             # Never adopt a record under another class's keys.
             return self.fresh(result, verdict=Verdict.UNKNOWN), []
+        ck = self.keyring.get(record.session_class)
+        if self._killed(ck, record.created_at):
+            return self._revoked(result), []
         idle = self.timeouts.idle
         if idle is not None and now - record.last_seen > idle:
             return self.fresh(result, verdict=Verdict.IDLE_EXPIRED), [Delete(key)]
@@ -322,11 +336,26 @@ class EngineCore:
             last_seen=record.last_seen,
             expires_at=result.expires_at,
         )
-        ck = self.keyring.get(record.session_class)
         if ck is not None and ck.current != result.key_id:
             # Signed with an older key still in its grace period: re-sign it.
             session.reissue()
         return session, []
+
+    @staticmethod
+    def _killed(ck: ClassKeys | None, created_at: float) -> bool:
+        """Whether a session created at ``created_at`` predates its class epoch.
+
+        Checked on the session's creation time, not only on its token's: a
+        token signed anew after the kill (rolling, a key rotation, an id
+        regeneration in a process that had not yet seen the epoch) must not
+        resurrect a killed session.
+        """
+        return ck is not None and round(created_at * 1000) < ck.epoch_ms
+
+    def _revoked(self, result: VerifyResult | Sealed) -> Session:
+        session = self.fresh(result, verdict=Verdict.REVOKED)
+        session.reason = "class_epoch"
+        return session
 
     def event(
         self,
@@ -373,6 +402,9 @@ class EngineCore:
             or not isinstance(absolute_at, (int, float))
         ):
             return self.fresh(res, verdict=Verdict.MALFORMED)
+        ck = self.keyring.get(res.session_class or self.default_class)
+        if self._killed(ck, float(created)):
+            return self._revoked(res)
         user = p.get("u")
         session = Session(
             data=data,
@@ -387,7 +419,6 @@ class EngineCore:
             expires_at=float(absolute_at),
         )
         session.access_expires_at = res.expires_at
-        ck = self.keyring.get(session.session_class)
         if ck is not None and ck.current != res.key_id:
             session.reissue()
         return session
@@ -419,11 +450,13 @@ class EngineCore:
             raise RuntimeError("not an engine in the two-credential mode")
         ops: list[Op] = []
         old_key = record_key(session.id) if session.id is not None else None
-        if session.destroyed:
-            if old_key is not None:
-                ops.append(Delete(old_key))
-            return ops, (CLEAR_BOTH if presented or old_key else NOTHING)
-        if session.is_new:
+        destroyed = session.destroyed
+        if destroyed:
+            ops.extend(self._doomed(session))
+            if not session.modified:
+                return ops, (CLEAR_BOTH if presented or old_key else NOTHING)
+            # Keys set after destroy(): a brand-new session (the old one is gone).
+        if destroyed or session.is_new:
             if not session.modified:
                 return ops, (CLEAR if presented else NOTHING)
             sid = self.codec.new_session_id()
@@ -448,7 +481,7 @@ class EngineCore:
                     create=True,
                 )
             )
-            if session.regenerated and old_key is not None:
+            if session.regenerated and old_key is not None and not destroyed:
                 # Written first, deleted second: a store failure in between
                 # leaves the old session alive, never the user with none.
                 ops.append(Delete(old_key))
@@ -589,6 +622,9 @@ class EngineCore:
             or not isinstance(created, (int, float))
         ):
             return self.fresh(res, verdict=Verdict.MALFORMED)
+        ck = self.keyring.get(res.session_class or self.default_class)
+        if self._killed(ck, float(created)):
+            return self._revoked(res)
         idle = self.timeouts.idle
         if idle is not None and now - last_seen > idle:
             return self.fresh(res, verdict=Verdict.IDLE_EXPIRED)
@@ -605,7 +641,6 @@ class EngineCore:
             last_seen=float(last_seen),
             expires_at=res.expires_at,
         )
-        ck = self.keyring.get(session.session_class)
         if ck is not None and ck.current != res.key_id:
             session.reissue()
         return session
@@ -614,9 +649,9 @@ class EngineCore:
         """Re-seal the cookie when the session changed (no store operations)."""
         if self.sealed is None:  # pragma: no cover - the faces check the mode
             raise RuntimeError("not an engine in a sealed mode")
-        if session.destroyed or (session.is_new and not session.modified):
+        if (session.destroyed or session.is_new) and not session.modified:
             return CLEAR if presented else NOTHING
-        if session.is_new:
+        if session.destroyed or session.is_new:
             created = session.created_at if session.created_at is not None else now
             absolute_at = created + self.timeouts.absolute
             session.id = self.codec.new_session_id()
@@ -694,6 +729,16 @@ class EngineCore:
             return CLEAR if presented else NOTHING
         return None
 
+    @staticmethod
+    def _doomed(session: Session) -> list[Op]:
+        """Deletes for a destroyed session: its record and a regenerated-away one."""
+        ops: list[Op] = []
+        if session.id is not None:
+            ops.append(Delete(record_key(session.id)))
+        if session.previous_id is not None and session.previous_id != session.id:
+            ops.append(Delete(record_key(session.previous_id)))
+        return ops
+
     def plan(
         self,
         session: Session,
@@ -712,14 +757,14 @@ class EngineCore:
         """
         ops: list[Op] = []
         old_key = record_key(session.id) if session.id is not None else None
-        if session.destroyed:
-            if old_key is not None:
-                ops.append(Delete(old_key))
-            if session.previous_id is not None and session.previous_id != session.id:
-                ops.append(Delete(record_key(session.previous_id)))
-            return ops, (CLEAR if presented or old_key else NOTHING)
+        destroyed = session.destroyed
+        if destroyed:
+            ops.extend(self._doomed(session))
+            if not session.modified:
+                return ops, (CLEAR if presented or old_key else NOTHING)
+            # Keys set after destroy(): a brand-new session (the old one is gone).
 
-        if session.is_new:
+        if destroyed or session.is_new:
             if not session.modified and not session.regenerated:
                 # An untouched new session costs nothing: no record, no cookie.
                 return ops, (CLEAR if presented else NOTHING)
@@ -740,7 +785,7 @@ class EngineCore:
                     create=True,
                 )
             )
-            if session.regenerated and old_key is not None:
+            if session.regenerated and old_key is not None and not destroyed:
                 # Written first, deleted second: a store failure in between
                 # leaves the old session alive, never the user with none.
                 ops.append(Delete(old_key))

@@ -115,7 +115,9 @@ class Engine:
         """Two-credential mode: exchange a refresh credential (one store read, one write).
 
         Returns the outcome to send: a new access credential and a rotated
-        refresh credential, or both cookies cleared. A refresh credential
+        refresh credential, or both cookies cleared; for a locked-out
+        client, an outcome with ``retry_after`` set and no cookie touched
+        (answer 429). A refresh credential
         used a second time kills its whole session. Never raises for client
         input; raises :class:`~donjon.StoreUnavailable` when the store is down.
         """
