@@ -89,6 +89,30 @@ def test_a_locked_hammering_client_stays_tracked() -> None:
     assert g.retry_after("6.6.6.6", 100.0) is not None
 
 
+def test_a_lock_out_is_not_pushed_out_by_other_keys() -> None:
+    """Through the engine a locked client only asks retry_after (its requests end
+    LOCKED_OUT, not counted): that must keep it tracked, and a spray of new keys
+    must not evict it while it is locked."""
+    g = Guard(GuardPolicy(max_clients=1000))
+    for _ in range(20):
+        g.record("6.6.6.6", Verdict.FORGED, 1000.0)
+    assert g.retry_after("6.6.6.6", 1000.0) is not None
+    for i in range(3000):
+        g.record(f"2001:db8:{i:x}::/64", Verdict.FORGED, 1001.0)
+        if i % 100 == 0:
+            assert g.retry_after("6.6.6.6", 1001.0) is not None
+    assert g.retry_after("6.6.6.6", 1002.0) is not None
+    assert len(g) == 1000
+    # without knocking, the lock-out survives a spray too (passed over at eviction)
+    g2 = Guard(GuardPolicy(max_clients=1000))
+    for _ in range(20):
+        g2.record("6.6.6.6", Verdict.FORGED, 1000.0)
+    for i in range(1000):
+        g2.record(f"2001:db8:{i:x}::/64", Verdict.FORGED, 1001.0)
+    assert g2.retry_after("6.6.6.6", 1002.0) is not None
+    assert len(g2) == 1000
+
+
 def test_client_key_normalises_ipv6_to_64() -> None:
     assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9")
     assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:3::1")

@@ -3,7 +3,8 @@
 Events go to the ``donjon.security`` logger at a level that fits the verdict
 (forged → WARNING, expired → INFO …) and to any hooks the application
 registers. Nothing secret is ever in an event: no token, no key, no session
-id — only a salted hash of the id for correlation.
+id — only a short prefix of its record key (a SHA-256 of the id) for
+correlation.
 """
 
 from __future__ import annotations
@@ -25,6 +26,24 @@ _MAX_HELD: Final = 1000
 """Clients with held-back records tracked per window; the rest are summed together."""
 _OTHERS: Final = "\x00others"
 _MESSAGE: Final = "session verdict=%s reason=%s class=%s key=%s client=%s path=%s ref=%s"
+
+_MAX_LOGGED: Final = 200
+"""Longest client-supplied text (a path) written into a log line."""
+
+
+def _printable(text: str | None) -> str | None:
+    """Client-supplied text made safe for a log line: no forged lines, bounded.
+
+    A percent-decoded path can hold a newline; written as is, it would start
+    a fake record. Control characters are escaped (``\\n``, ``\\x1b``) and
+    the text is cut at :data:`_MAX_LOGGED` characters.
+    """
+    if text is None or (text.isprintable() and len(text) <= _MAX_LOGGED):
+        return text
+    cut = text[:_MAX_LOGGED]
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    return safe + ("..." if len(text) > _MAX_LOGGED else "")
+
 
 LEVELS: Final[dict[Verdict, int]] = {
     Verdict.VALID: logging.DEBUG,
@@ -231,8 +250,8 @@ class Events:
                     event.reason,
                     event.session_class,
                     event.key_id,
-                    event.client,
-                    event.path,
+                    _printable(event.client),
+                    _printable(event.path),
                     event.session_ref,
                 ),
                 None,

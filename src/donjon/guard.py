@@ -138,6 +138,8 @@ class GuardSync(Protocol):
 
 
 _ZERO: Final = 0.0
+_SPARE_LOCKED: Final = 64
+"""Locked-out clients passed over per eviction before one of them may go."""
 
 
 @final
@@ -201,7 +203,33 @@ class Guard:
         until = state.locked_until if state is not None else _ZERO
         if self._remote:
             until = max(until, self._remote.get(client, _ZERO))
-        return until - now if until > now else None
+        if until <= now:
+            return None
+        if state is not None:
+            # A locked client that keeps knocking stays recent: it must not
+            # drift out of the table (and out of its lock-out) while other
+            # keys are counted.
+            with self._lock:
+                if client in self._states:
+                    self._states.move_to_end(client)
+        return until - now
+
+    def _evict(self, now: float) -> None:
+        """Drop the least recent clients over ``max_clients`` (lock held).
+
+        A client still locked out is passed over (moved to the recent end) a
+        few times before anything else goes, so a flood of new addresses
+        cannot push a lock-out out of memory; the table stays bounded.
+        """
+        states = self._states
+        spared = 0
+        while len(states) > self.policy.max_clients:
+            key, oldest = next(iter(states.items()))
+            if oldest.locked_until > now and spared < _SPARE_LOCKED:
+                states.move_to_end(key)
+                spared += 1
+                continue
+            del states[key]
 
     def record(self, client: str | None, verdict: Verdict, now: float) -> bool:
         """Count one verdict; return whether this locked the client out."""
@@ -216,8 +244,7 @@ class Guard:
             if state is None:
                 state = _State(now)
                 self._states[client] = state
-                while len(self._states) > p.max_clients:
-                    self._states.popitem(last=False)
+                self._evict(now)
             else:
                 self._states.move_to_end(client)
             elapsed = now - state.start

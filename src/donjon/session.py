@@ -15,9 +15,50 @@ if TYPE_CHECKING:
 __all__ = ["Session"]
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 # One encoder, built once: json.dumps with options builds a new one per call.
+# ASCII out: a lone surrogate (from a client's JSON) is escaped, not a crash
+# in a store's UTF-8 encoder, and every store keeps the text byte for byte.
 _dumps = _ENCODER.encode
+_CONTAINERS = (dict, list, tuple)
+_ALL_STR = object()
+
+
+def _non_str_key(value: object) -> object:
+    """The first dict key in ``value`` that is not a ``str``, else ``_ALL_STR``."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    return k
+                if isinstance(item, _CONTAINERS):
+                    stack.append(item)
+        elif isinstance(v, (list, tuple)):
+            stack.extend(item for item in v if isinstance(item, _CONTAINERS))
+    return _ALL_STR
+
+
+def _text(key: str, value: object) -> str:
+    """The JSON text of a session value, or a ``TypeError`` naming the key.
+
+    Refused: what JSON cannot hold (NaN, sets, objects, nesting beyond the
+    recursion limit) and dict keys that are not strings (JSON would turn
+    ``{1: "a", "1": "b"}`` into one key, silently).
+    """
+    try:
+        text = _dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TypeError(f"session value for {key!r} is not JSON-serializable: {exc}") from None
+    if "{" in text:
+        bad = _non_str_key(value)
+        if bad is not _ALL_STR:
+            raise TypeError(
+                f"session value for {key!r} holds a dict key that is not a str ({bad!r}):"
+                " JSON would turn it into a string"
+            )
+    return text
 _NO_RAW: Mapping[str, str] = MappingProxyType({})
 _NO_KEYS: frozenset[str] = frozenset()
 
@@ -140,10 +181,16 @@ class Session(MutableMapping[str, "JSONValue"]):
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         if key.startswith("__donjon"):
             raise KeyError(f"session keys starting with '__donjon' are reserved: {key!r}")
-        try:
-            text = _dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"session value for {key!r} is not JSON-serializable: {exc}") from None
+        if not key.isascii() and not key.isprintable():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "session keys must be valid Unicode (no lone surrogates)"
+                ) from None
+        if "\x00" in key:
+            raise ValueError("session keys must not contain NUL")
+        text = _text(key, value)
         self._data[key] = value
         dumped = self._dumped
         if dumped is None:
@@ -308,7 +355,7 @@ class Session(MutableMapping[str, "JSONValue"]):
             dumped = self._dumped or {}
             data, raw = self._data, self._raw
             for key in read:
-                if key not in dumped and key in data and _dumps(data[key]) != raw.get(key):
+                if key not in dumped and key in data and _text(key, data[key]) != raw.get(key):
                     dirty.add(key)
         return dirty
 
@@ -316,18 +363,18 @@ class Session(MutableMapping[str, "JSONValue"]):
         """Return (changed key -> JSON text, deleted keys) for a field-level save."""
         data = self._data
         out = {
-            k: text if text is not None else _dumps(data[k])
+            k: text if text is not None else _text(k, data[k])
             for k, text in (self._dumped or {}).items()
             if k in data
         }
         if self._read_mutable:
             for k in self.dirty_keys():
-                out[k] = _dumps(data[k])
+                out[k] = _text(k, data[k])
         return out, frozenset(self._deleted) if self._deleted else _NO_KEYS
 
     def all_fields(self) -> dict[str, str]:
         """Return every key as JSON text (for a full write of a new record)."""
-        return {k: _dumps(v) for k, v in self._data.items()}
+        return {k: _text(k, v) for k, v in self._data.items()}
 
     def data(self) -> dict[str, Any]:
         """Return a shallow copy of the session data."""

@@ -189,3 +189,16 @@ def test_closing_the_engine_writes_pending_summaries(records: Records) -> None:
         "client": "198.51.100.4",
         "counts": {"malformed": 3},
     }
+
+
+def test_a_path_cannot_forge_a_log_line(records: Records) -> None:
+    """The ASGI/WSGI path is percent-decoded: %0A arrives as a real newline."""
+    engine = Engine(keyring=KeyRing.generate(), store=MemoryStore(), guard=None)
+    forged = "/x\nsession verdict=valid reason= class=admin client=9.9.9.9 path=/admin"
+    engine.load("garbage", client="1.2.3.4", path=forged + "\x1b[2J" + "a" * 500)
+    (rec,) = records.verdicts()
+    line = rec.getMessage()
+    assert "\n" not in line and "\x1b" not in line
+    assert "/x\\nsession verdict=valid" in line and "\\x1b[2J" in line
+    assert len(line) < 400, "client-supplied text is cut"
+    assert rec.donjon_event.path.startswith(forged)  # type: ignore[attr-defined]  # hooks: raw

@@ -91,6 +91,7 @@ class MemoryStore:
                 self._drop(write.key)
                 fields = dict(write.fields)
                 created = write.created_at
+                last_seen = write.last_seen
             else:
                 found = self._live(write.key)
                 if found is None:
@@ -98,6 +99,7 @@ class MemoryStore:
                 fields = dict(found.fields)
                 fields.update(write.fields)
                 created = found.created_at
+                last_seen = max(found.last_seen, write.last_seen)
                 for k in write.deleted:
                     fields.pop(k, None)
                 if found.user_id != write.user_id and found.user_id is not None:
@@ -109,7 +111,7 @@ class MemoryStore:
                     session_class=write.session_class,
                     user_id=write.user_id,
                     created_at=created,
-                    last_seen=write.last_seen,
+                    last_seen=last_seen,
                     expires_at=write.expires_at,
                 ),
             )
