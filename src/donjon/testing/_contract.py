@@ -97,7 +97,8 @@ async def _async_contract(store: AsyncStore) -> None:
     assert rec.expires_at > now + 800, "touch must move the storage expiry"
     await store.write(_write(t, {"b": "2"}, create=False, last_seen=now - 50))
     rec = await store.load(t)
-    assert rec is not None and abs(rec.last_seen - now) < 0.01, (
+    assert rec is not None
+    assert abs(rec.last_seen - now) < 0.01, (
         "an update must never move last_seen backwards (a clock step back)"
     )
     missing = _key("touch-missing")
