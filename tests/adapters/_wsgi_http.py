@@ -55,9 +55,9 @@ class FlakyStore:
         self._op("write")
         return self.inner.write(write)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str) -> bool:
         self._op("delete")
-        self.inner.delete(key)
+        return self.inner.delete(key)
 
     def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         self._op("touch")

@@ -242,6 +242,7 @@ def test_undecodable_record_is_treated_as_missing(engine: Engine, store: Any) ->
     token = login(engine)
     s = engine.load(token)
     key = record_key(s.id or "")
+    store.inner.delete(key)
     store.inner.write(
         Write(
             key=key,
@@ -357,6 +358,43 @@ def test_clear_logs_out(engine: Engine) -> None:
     out = engine.commit(s, presented=True)
     assert out.clear and out.token is None
     assert engine.load(token).verdict is Verdict.UNKNOWN
+
+
+@pytest.mark.parametrize("ender", ["revoke_user", "logout"])
+def test_a_regeneration_in_flight_does_not_undo_a_logout(engine: Engine, ender: str) -> None:
+    """ "Log out everywhere" (or a logout in another tab) lands while a request
+    that regenerates the id is running: the session must stay ended."""
+    token = login(engine, "bob")
+    a = engine.load(token)
+    a.regenerate()
+    if ender == "revoke_user":
+        assert engine.revoke_user("bob") == 1
+    else:
+        b = engine.load(token)
+        b.logout()
+        engine.commit(b, presented=True)
+    out = engine.commit(a, presented=True)
+    assert out.interrupted and out.token is None and out.clear
+    assert engine.sessions_of("bob") == []
+    assert engine.load(token).verdict is Verdict.UNKNOWN
+
+
+def test_a_repeated_genid_id_never_takes_over_a_live_session(
+    ring: KeyRing, store: Any, clock: FrozenClock
+) -> None:
+    """Two processes with a weak, repeating genid: the second login must not
+    overwrite the first user's record (ASVS 7.2.3: ids are unique)."""
+    a = Engine(keyring=ring, store=store, clock=clock, genid=lambda: "1" * 32)
+    b = Engine(keyring=ring, store=store, clock=clock, genid=lambda: "1" * 32)
+    alice = login(a, "alice", secret="a")
+    s = b.load(None)
+    s["secret"] = "m"
+    s.login("mallory")
+    out = b.commit(s, presented=False)
+    assert out.token is None, "the colliding login gets no session"
+    back = a.load(alice)
+    assert back.verdict is Verdict.VALID
+    assert back.user_id == "alice" and back["secret"] == "a"
 
 
 def test_rotation_resigns_on_next_use_then_retired(

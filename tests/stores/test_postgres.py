@@ -172,15 +172,19 @@ async def test_round_trip_keeps_every_value(store: Any) -> None:
     assert (rec.created_at, rec.last_seen, rec.expires_at) == (T0, T0, T0 + 600)
 
 
-async def test_create_replaces_the_whole_record(store: Any) -> None:
+async def test_create_replaces_only_an_expired_record(store: Any, clock: Any) -> None:
     k = _key("replace")
-    await store.write(_write(k, fields={"a": "1", "b": "2"}, user_id="u1"))
-    await store.write(
-        _write(
-            k, fields={"c": "3"}, user_id=None, session_class="admin", created_at=T0 + 1,
-            last_seen=T0 + 1, expires_at=T0 + 60,
-        )
+    await store.write(_write(k, fields={"a": "1", "b": "2"}, user_id="u1", expires_at=T0 + 30))
+    again = _write(
+        k, fields={"c": "3"}, user_id=None, session_class="admin", created_at=T0 + 1,
+        last_seen=T0 + 1, expires_at=T0 + 60,
     )  # fmt: skip
+    assert await store.write(again) is False, "a create never overwrites a live record"
+    rec = await store.load(k)
+    assert rec is not None
+    assert dict(rec.fields) == {"a": "1", "b": "2"}
+    clock.advance(31)
+    assert await store.write(again) is True, "an expired row is replaced"
     rec = await store.load(k)
     assert rec is not None
     assert dict(rec.fields) == {"c": "3"}
@@ -773,9 +777,8 @@ def test_server_dying_mid_writes_leaves_no_half_written_record(
         r = 0
         try:
             while True:
-                store.write(
-                    _write(k, fields={f"f{j}": str(r) for j in range(width)}, expires_at=exp)
-                )
+                fields = {f"f{j}": str(r) for j in range(width)}
+                store.write(_write(k, fields=fields, expires_at=exp, create=r == 0))
                 acknowledged.append(r)
                 running.set()
                 r += 1

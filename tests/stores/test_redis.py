@@ -173,8 +173,8 @@ def test_update_sets_and_deletes_single_fields(store: RedisStore) -> None:
     store.write(_write(k, {"a": "1", "b": "2", "c": "3"}))
     assert store.write(_write(k, {"b": "20", "d": "4"}, deleted=frozenset({"c"}), create=False))
     assert _decoded(store.load(k)) == {"a": 1, "b": 20, "d": 4}
-    assert store.write(_write(k, {"z": "0"}))  # create replaces the whole record
-    assert _decoded(store.load(k)) == {"z": 0}
+    assert not store.write(_write(k, {"z": "0"})), "a create never overwrites a live record"
+    assert _decoded(store.load(k)) == {"a": 1, "b": 20, "d": 4}
 
 
 def test_update_keeps_created_and_never_moves_last_seen_back(store: RedisStore) -> None:
@@ -270,6 +270,8 @@ def test_user_change_moves_the_index_entry(store: RedisStore) -> None:
     rec = store.load(k)
     assert rec is not None
     assert rec.user_id is None
+    assert store.write(_write(k, user_id="heidi")) is False, "a create never overwrites"
+    assert store.delete(k) is True
     store.write(_write(k, user_id="heidi"))  # a create under another user
     assert [i.key for i in store.sessions_of("heidi")] == [k]
     assert store.revoke_user("grace") == 0
@@ -280,6 +282,7 @@ def test_sessions_of_lists_sorted_and_cleans_lazily(store: RedisStore, raw: Any)
     for i, k in enumerate(keys):
         store.write(_write(k, user_id="ivan", created_at=1000.0 + i))
     gone, short = keys[0], keys[1]
+    store.delete(short)
     store.write(_write(short, user_id="ivan", created_at=1001.0, expires_at=time.time() + 0.2))
     raw.delete(f"{store.prefix}{{{gone[:2]}}}:s:{gone}")  # as if Redis had expired it
     time.sleep(0.4)
@@ -476,7 +479,9 @@ def test_no_session_id_or_user_id_in_the_clear(
     clock = FrozenClock()
     store = make_redis_store(cluster=kind == "cluster", clock=clock)
     engine = Engine(
-        keyring=KeyRing.generate(["user"]), store=store, clock=clock,
+        keyring=KeyRing.generate(["user"]),
+        store=store,
+        clock=clock,
         timeouts=Timeouts(idle=600, absolute=3600),
     )
     user = "mallory@example.com"
@@ -782,9 +787,7 @@ def test_cluster_node_down_fails_fast_then_recovers(
     keys = [_key(f"node{i}") for i in range(30)]
     for k in keys:
         store.write(_write(k, user_id="tom"))
-    port_of = {
-        k: client.get_node_from_key(f"{store.prefix}{{{k[:2]}}}:s:{k}").port for k in keys
-    }
+    port_of = {k: client.get_node_from_key(f"{store.prefix}{{{k[:2]}}}:s:{k}").port for k in keys}
     victim = next(n for n in redis_cluster.nodes if n.port in port_of.values())
     victim.stop()
     for k in keys:
@@ -804,8 +807,8 @@ def test_cluster_node_down_fails_fast_then_recovers(
     survivors = {k for k in keys if port_of[k] != victim.port}
     assert {i.key for i in store.sessions_of("tom")} == survivors
     for k in keys:
-        assert store.write(_write(k, user_id="tom"))
-    assert store.revoke_user("tom") == len(keys)
+        assert store.write(_write(k, {"b": "2"}, user_id="tom", create=False)) == (k in survivors)
+    assert store.revoke_user("tom") == len(survivors)
 
 
 def test_unreachable_cluster_fails_fast() -> None:

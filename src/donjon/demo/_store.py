@@ -57,10 +57,10 @@ class CountingStore:
         _count()
         return self.inner.write(write)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str) -> bool:
         """Delete a record (counted)."""
         _count()
-        self.inner.delete(key)
+        return self.inner.delete(key)
 
     def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         """Touch a record (counted)."""

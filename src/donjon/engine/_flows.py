@@ -46,7 +46,8 @@ class ReadRecord:
 
 @dataclass(frozen=True, slots=True)
 class RunOps:
-    """Run the operations in order; answer whether every write found its record."""
+    """Run the operations in order; answer whether all of them found their records
+    (see :meth:`AsyncEngine._apply`)."""
 
     ops: list[Op]
 

@@ -33,9 +33,17 @@ _POST_MAC: Final = frozenset({Verdict.VALID})
 @final
 @dataclass(frozen=True, slots=True)
 class Delete:
-    """Store operation: delete a record."""
+    """Store operation: delete a record.
+
+    ``undo``: set when the record must still be there (an id regeneration
+    moves a session to a new record, then deletes the old one). If it is
+    gone, something ended the session meanwhile (a logout, "log out
+    everywhere"): the record at ``undo`` (the new one) is deleted too and
+    the operations report failure, so the ended session does not come back.
+    """
 
     key: str
+    undo: str | None = None
 
 
 @final
@@ -484,7 +492,7 @@ class EngineCore:
             if session.regenerated and old_key is not None and not destroyed:
                 # Written first, deleted second: a store failure in between
                 # leaves the old session alive, never the user with none.
-                ops.append(Delete(old_key))
+                ops.append(Delete(old_key, undo=record_key(sid)))
             access_until = min(absolute_at, now + self.two.access_ttl)
             token = self._access_seal(
                 sid=sid,
@@ -788,7 +796,7 @@ class EngineCore:
             if session.regenerated and old_key is not None and not destroyed:
                 # Written first, deleted second: a store failure in between
                 # leaves the old session alive, never the user with none.
-                ops.append(Delete(old_key))
+                ops.append(Delete(old_key, undo=record_key(sid)))
             session.id, session.created_at, session.last_seen = sid, created, now
             session.expires_at = absolute_at
             return ops, self._issue(session, sid, absolute_at, now, binding)

@@ -217,17 +217,24 @@ class AsyncEngine:
         return await self._apply(request.ops)
 
     async def _apply(self, ops: list[Op]) -> bool:
-        """Run store operations in order; whether every write found its record."""
+        """Run store operations in order; whether all of them found their records.
+
+        Stops at a write that found no place (an update of a vanished record,
+        a create over a live one); a :class:`Delete` with ``undo`` whose
+        record is gone deletes ``undo`` too.
+        """
         store = self.store
-        ok = True
         for op in ops:
             if isinstance(op, Write):
-                ok = await store.write(op) and ok
+                if not await store.write(op):
+                    return False
             elif isinstance(op, Delete):
-                await store.delete(op.key)
+                if await store.delete(op.key) is False and op.undo is not None:
+                    await store.delete(op.undo)
+                    return False
             else:
                 await store.touch(op.key, last_seen=op.last_seen, expires_at=op.expires_at)
-        return ok
+        return True
 
     async def _ops(self, ops: list[Op], operation: str) -> bool:
         """:meth:`_apply`, telling the hooks when the store fails."""

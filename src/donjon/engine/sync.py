@@ -173,15 +173,17 @@ class Engine:
             if guard is not None:
                 guard.exchange(request.now)
             return None
-        ok = True
         for op in request.ops:
             if isinstance(op, Write):
-                ok = store.write(op) and ok
+                if not store.write(op):
+                    return False  # nothing after a write that found no place
             elif isinstance(op, Delete):
-                store.delete(op.key)
+                if store.delete(op.key) is False and op.undo is not None:
+                    store.delete(op.undo)
+                    return False
             else:
                 store.touch(op.key, last_seen=op.last_seen, expires_at=op.expires_at)
-        return ok
+        return True
 
     # -- administration -------------------------------------------------
     def kill(self, session_class: str, *, at: float | None = None) -> float:

@@ -79,11 +79,16 @@ class Store(Protocol):
         ...
 
     def write(self, write: Write) -> bool:
-        """Save a record; return ``False`` when an update found no record."""
+        """Save a record; return ``False`` when an update found no live record,
+        or when a create found one already live under that key (a create never
+        overwrites a live session: an app's ``genid`` may repeat an id)."""
         ...
 
-    def delete(self, key: str) -> None:
-        """Delete a record (and its place in its user's index); no error if missing."""
+    def delete(self, key: str) -> bool:
+        """Delete a record (and its place in its user's index); no error if missing.
+
+        Returns whether a record was there to delete.
+        """
         ...
 
     def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
@@ -116,7 +121,7 @@ class AsyncStore(Protocol):
 
     async def load(self, key: str) -> Record | None: ...
     async def write(self, write: Write) -> bool: ...
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> bool: ...
     async def touch(self, key: str, *, last_seen: float, expires_at: float) -> None: ...
     async def sessions_of(self, user_id: str) -> list[SessionInfo]: ...
     async def revoke_user(self, user_id: str) -> int: ...
@@ -157,8 +162,8 @@ class _ThreadedAsync:
     async def write(self, write: Write) -> bool:
         return await self._call(self.sync.write, write)  # type: ignore[return-value]
 
-    async def delete(self, key: str) -> None:
-        await self._call(self.sync.delete, key)
+    async def delete(self, key: str) -> bool:
+        return await self._call(self.sync.delete, key)  # type: ignore[return-value]
 
     async def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         await self._call(self.sync.touch, key, last_seen=last_seen, expires_at=expires_at)

@@ -88,6 +88,8 @@ class MemoryStore:
     def write(self, write: Write) -> bool:
         with self._lock:
             if write.create:
+                if self._live(write.key) is not None:
+                    return False  # never overwrite a live session (a repeated genid id)
                 self._drop(write.key)
                 fields = dict(write.fields)
                 created = write.created_at
@@ -117,9 +119,11 @@ class MemoryStore:
             )
             return True
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str) -> bool:
         with self._lock:
+            found = key in self._items
             self._drop(key)
+            return found
 
     def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         with self._lock:

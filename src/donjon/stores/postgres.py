@@ -95,10 +95,12 @@ _SQL: Final = {
     "create": "INSERT INTO {sessions}"
     " (key, session_class, user_id, created_at, last_seen, expires_at, data)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)"
+    # A create never overwrites a live session (an app's genid may repeat an
+    # id): only an expired row under the key is replaced.
     " ON CONFLICT (key) DO UPDATE SET session_class = EXCLUDED.session_class,"
     " user_id = EXCLUDED.user_id, created_at = EXCLUDED.created_at,"
     " last_seen = EXCLUDED.last_seen, expires_at = EXCLUDED.expires_at,"
-    " data = EXCLUDED.data",
+    " data = EXCLUDED.data WHERE {sessions}.expires_at <= %s",
     # One statement: the merge happens on the row under its row lock, so two
     # requests changing different keys of one session both persist.
     "update": "UPDATE {sessions} SET session_class = %s, user_id = %s,"
@@ -267,6 +269,7 @@ def _write_statement(q: _Queries, write: Write, now: float) -> _Statement:
             write.last_seen,
             write.expires_at,
             data,
+            now,
         )
     return q.sql["update"], (
         write.session_class,
@@ -559,17 +562,19 @@ class PostgresStore(_Common):
         return _record(rows)
 
     def write(self, write: Write) -> bool:
-        """Create (replace) a record, or update an existing unexpired one field by field.
+        """Create a record, or update an existing unexpired one field by field.
 
         Returns:
-            ``False`` when an update found no live record (nothing is written).
+            ``False`` when an update found no live record, or a create found
+            one (a create replaces only an expired row): nothing is written.
         """
         _, count = self._run(_write_statement(self._q, write, self._clock.time()))
         return count > 0
 
-    def delete(self, key: str) -> None:
-        """Delete a record; no error if it is missing."""
-        self._run((self._q.sql["delete"], (key,)))
+    def delete(self, key: str) -> bool:
+        """Delete a record; no error if it is missing. Whether it was there."""
+        _, count = self._run((self._q.sql["delete"], (key,)))
+        return count > 0
 
     def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         """Move a live record's last-seen time forward and set its storage expiry."""
@@ -720,17 +725,19 @@ class AsyncPostgresStore(_Common):
         return _record(rows)
 
     async def write(self, write: Write) -> bool:
-        """Create (replace) a record, or update an existing unexpired one field by field.
+        """Create a record, or update an existing unexpired one field by field.
 
         Returns:
-            ``False`` when an update found no live record (nothing is written).
+            ``False`` when an update found no live record, or a create found
+            one (a create replaces only an expired row): nothing is written.
         """
         _, count = await self._run(_write_statement(self._q, write, self._clock.time()))
         return count > 0
 
-    async def delete(self, key: str) -> None:
-        """Delete a record; no error if it is missing."""
-        await self._run((self._q.sql["delete"], (key,)))
+    async def delete(self, key: str) -> bool:
+        """Delete a record; no error if it is missing. Whether it was there."""
+        _, count = await self._run((self._q.sql["delete"], (key,)))
+        return count > 0
 
     async def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         """Move a live record's last-seen time forward and set its storage expiry."""

@@ -79,10 +79,10 @@ local olduh, oldseen = false, false
 if kind == 'hash' then
   local meta = redis.call('HMGET', s, 'uh', 'expires', 'seen')
   olduh, oldseen = meta[1], meta[3]
-  if not create then
-    local exp = tonumber(meta[2])
-    if exp == nil or exp <= now then return 0 end
-  end
+  local exp = tonumber(meta[2])
+  local live = exp ~= nil and exp > now
+  -- an update needs a live record; a create never overwrites one
+  if live == create then return 0 end
 elseif not create then
   return 0
 end
@@ -407,11 +407,12 @@ class _Logic:
             args += (f"d:{name}" for name in w.deleted if name not in w.fields)
         return _eval(_WRITE, keys, args)
 
-    def delete(self, key: str) -> _Op[None]:
-        """Delete one record and its index entry."""
+    def delete(self, key: str) -> _Op[bool]:
+        """Delete one record and its index entry; whether it was there."""
         args = [key, self._index_prefix(_shard(key))]
         (res,) = yield [_eval(_DELETE, [self.session_key(key)], args)]
         _check(res)
+        return bool(res)
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> _Op[None]:
         """Refresh last-seen and the TTL of a live record."""
@@ -772,9 +773,9 @@ class RedisStore(_Base):
         """Save a record atomically; return ``False`` when an update found no live record."""
         return self._run(self._logic.write(write))
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str) -> bool:
         """Delete a record and its user-index entry; no error if missing."""
-        self._run(self._logic.delete(key))
+        return self._run(self._logic.delete(key))
 
     def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         """Move a live record's last-seen time forward and reset its TTL; never creates one."""
@@ -1028,9 +1029,9 @@ class AsyncRedisStore(_Base):
             raise self._unavailable(exc) from exc
         return reply
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str) -> bool:
         """Delete a record and its user-index entry; no error if missing."""
-        await self._run(self._logic.delete(key))
+        return await self._run(self._logic.delete(key))
 
     async def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         """Move a live record's last-seen time forward and reset its TTL; never creates one."""

@@ -182,6 +182,12 @@ class SQLiteStore:
     def write(self, write: Write) -> bool:
         with self._tx() as db:
             if write.create:
+                live = db.execute(
+                    "SELECT 1 FROM donjon_sessions WHERE key = ? AND expires_at > ?",
+                    (write.key, self._clock.time()),
+                ).fetchone()
+                if live is not None:
+                    return False  # never overwrite a live session (a repeated genid id)
                 db.execute("DELETE FROM donjon_fields WHERE key = ?", (write.key,))
                 db.execute(
                     "INSERT OR REPLACE INTO donjon_sessions"
@@ -224,10 +230,11 @@ class SQLiteStore:
                 )
         return True
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str) -> bool:
         with self._tx() as db:
-            db.execute("DELETE FROM donjon_sessions WHERE key = ?", (key,))
+            cur = db.execute("DELETE FROM donjon_sessions WHERE key = ?", (key,))
             db.execute("DELETE FROM donjon_fields WHERE key = ?", (key,))
+            return cur.rowcount > 0
 
     def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         with self._tx() as db:

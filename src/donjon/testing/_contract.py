@@ -70,19 +70,23 @@ async def _async_contract(store: AsyncStore) -> None:
     expected = {**_TRICKY_FIELDS, "n": "2", "new": '"x"'}
     del expected["user"]
     _same_json(dict(rec.fields), expected, "update merges fields")
-    # -- create replaces ------------------------------------------------
-    assert await store.write(_write(k, {"only": "1"}))
+    # -- a create never overwrites a live record (an app's genid may repeat) --
+    assert await store.write(_write(k, {"only": "1"}, user_id="mallory")) is False, (
+        "a create over a live record must return False"
+    )
     rec = await store.load(k)
     assert rec is not None
-    _same_json(dict(rec.fields), {"only": "1"}, "create replaces the record")
+    assert rec.user_id is None, "a create must not take over a live record"
+    _same_json(dict(rec.fields), expected, "a refused create changes nothing")
     # -- update never resurrects ------------------------------------------
     gone = _key("gone")
     assert await store.write(_write(gone, {"a": "1"}, create=False)) is False, (
         "an update of a missing record must return False"
     )
     assert await store.load(gone) is None, "an update must not create a record"
-    await store.delete(k)
+    assert await store.delete(k) is True, "delete must say the record was there"
     assert await store.load(k) is None, "delete must remove the record"
+    assert await store.delete(k) is False, "delete must say the record was not there"
     assert await store.write(_write(k, {"a": "1"}, create=False)) is False
     assert await store.load(k) is None, "an update must not resurrect a deleted record"
     await store.delete(_key("never-existed"))  # no error
@@ -113,6 +117,12 @@ async def _async_contract(store: AsyncStore) -> None:
     assert await store.write(_write(e, {"b": "1"}, create=False)) is False, (
         "an update must not resurrect an expired record"
     )
+    assert await store.write(_write(e, {"c": "1"})) is True, (
+        "a create may replace an expired record"
+    )
+    rec = await store.load(e)
+    assert rec is not None
+    _same_json(dict(rec.fields), {"c": "1"}, "a create over an expired record starts afresh")
     # -- user index -----------------------------------------------------
     alice = f"alice-{time.time_ns()}"
     bob = f"bob-{time.time_ns()}"
