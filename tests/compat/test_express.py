@@ -295,10 +295,13 @@ def test_documented_differences_from_express_session() -> None:
     signer = signer_for([WEAK])
     long_id = "é" * 200  # 1 200 characters once URL-encoded
     bad_escape_id = "ab%ZZ"
+    # An app's own genid may make longer ids; sign() refuses them, so verify must too.
+    huge_id = "x" * 300
     cases = {
         "too_long": f"{NAME}={signer.cookie_value(long_id)}",
         "bad_encoding": f"{NAME}={signer.sign(bad_escape_id)}",  # raw: Node falls back to it
         "not_ascii": f"{NAME}={signer.sign('é')}",  # a raw Latin-1 character
+        "id_too_long": f"{NAME}={encode_uri_component(f's:{huge_id}.{signer._mac(0, huge_id)}')}",
     }
     answers = run_node(
         SIGNATURE_JS,
@@ -307,7 +310,7 @@ def test_documented_differences_from_express_session() -> None:
             for h in cases.values()
         ],
     )
-    assert [a["id"] for a in answers] == [long_id, bad_escape_id, "é"]
+    assert [a["id"] for a in answers] == [long_id, bad_escape_id, "é", huge_id]
     for reason, header in cases.items():
         value = find_cookie([header], NAME).value
         result = signer.verify(value)
@@ -811,14 +814,96 @@ async def test_forged_cookies_cost_no_redis_command_and_feed_the_guard(
     assert guard.retry_after("203.0.113.9", time.time()) is not None
 
 
-@pytest.mark.parametrize(
-    "raw", [b"not json", b"[1, 2]", b'{"n": 1}', b'{"cookie": 3}', b"\xff\xfe", b'"text"']
-)
+CORRUPT_RECORDS = [
+    b"not json",
+    b"[1, 2]",
+    b'{"n": 1}',
+    b'{"cookie": 3}',
+    b"\xff\xfe",
+    b'"text"',
+    # JSON.parse refuses these three; json.loads took them and the save raised ValueError.
+    b'{"cookie": {"originalMaxAge": null, "expires": null}, "x": NaN}',
+    b'{"cookie": {"originalMaxAge": null, "expires": null}, "x": Infinity}',
+    b'{"cookie": {"originalMaxAge": null, "expires": -Infinity}}',
+    # Deeper than Python's recursion limit (Node reads it): RecursionError before.
+    b'{"cookie": {"originalMaxAge": null, "expires": null}, "x": '
+    + b"[" * 1200
+    + b"]" * 1200
+    + b"}",
+    b'{"cookie": {"originalMaxAge": null, "expires": null}, "x": 1' + b"0" * 5000 + b"}",
+]
+
+
+CORRUPT_IDS = [
+    "not-json", "array", "no-cookie", "cookie-int", "utf-8", "string",
+    "nan", "infinity", "minus-infinity", "nested-1200", "int-5000-digits",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("raw", CORRUPT_RECORDS, ids=CORRUPT_IDS)
 async def test_corrupt_records_are_unknown(aredis: redis.asyncio.Redis, raw: bytes) -> None:
     await aredis.set("sess:bad", raw)
     engine = engine_on(aredis)
     ctx = await engine.load(engine.signer.cookie_value("bad"))
     assert (ctx.session.verdict, ctx.session.id, dict(ctx.session)) == (Verdict.UNKNOWN, None, {})
+
+
+class DictRedis:
+    """The four commands the sync engine sends, on a dict (no server needed)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def set(self, key: str, value: Any, ex: int | None = None, xx: bool = False) -> bool:
+        if xx and key not in self.data:
+            return False
+        self.data[key] = value
+        return True
+
+    def expire(self, key: str, ttl: int) -> bool:
+        return key in self.data
+
+    def delete(self, key: str) -> int:
+        return 1 if self.data.pop(key, None) is not None else 0
+
+
+@pytest.mark.parametrize("raw", CORRUPT_RECORDS, ids=CORRUPT_IDS)
+def test_sync_engine_treats_corrupt_records_as_unknown(raw: bytes) -> None:
+    signer = ExpressSigner([STRONG])
+    client: Any = DictRedis({"sess:sid1": raw})
+    engine = ExpressEngine(client, signer=signer, guard=None)
+    ctx = engine.load(signer.cookie_value("sid1"))
+    assert (ctx.session.verdict, ctx.session.id, dict(ctx.session)) == (Verdict.UNKNOWN, None, {})
+    ctx.session["n"] = 1
+    outcome = engine.commit(ctx)
+    assert outcome.set_cookie is not None and ctx.session.id != "sid1", "a new session"
+
+
+@pytest.mark.parametrize("rolling", [False, True])
+def test_ids_sign_refuses_are_never_valid(rolling: bool) -> None:
+    # express-session signs ids of any length; sign() refuses over 256 characters,
+    # so a VALID verdict for one made commit raise ValueError (re-sign or rolling).
+    old = ExpressSigner([WEAK], allow_weak_secrets=True)
+    signer = ExpressSigner([STRONG, WEAK], allow_weak_secrets=True)
+    record = json.dumps({"cookie": {"originalMaxAge": None, "expires": None, "path": "/"}})
+    for length, verdict in [(256, Verdict.VALID), (257, Verdict.MALFORMED)]:
+        sid = "x" * length
+        value = encode_uri_component(f"s:{sid}.{old._mac(0, sid)}")
+        result = signer.verify(value)
+        assert result.verdict is verdict
+        if verdict is Verdict.MALFORMED:
+            assert (result.reason, result.session_id) == ("id_too_long", None)
+        client: Any = DictRedis({f"sess:{sid}": record})
+        engine = ExpressEngine(client, signer=signer, guard=None, rolling=rolling)
+        ctx = engine.load(value)
+        assert ctx.session.verdict is verdict
+        outcome = engine.commit(ctx)  # raised ValueError for 257 before
+        if verdict is Verdict.VALID:
+            assert outcome.set_cookie is not None
+            assert outcome.set_cookie.startswith(f"{NAME}={signer.cookie_value(sid)};")
 
 
 async def test_middleware_clears_bad_cookies_and_locks_out_guessers(

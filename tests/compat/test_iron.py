@@ -893,3 +893,96 @@ def test_public_surface() -> None:
     assert getattr(InvalidSeal, "__final__", False) is True
     assert getattr(YarCookie, "__final__", False) is True
     assert issubclass(InvalidSeal, InvalidToken)
+
+
+# -- audit regressions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ({"default": PW, "legacy": "weak"}, WeakSecret),
+        ({"default": PW, "legacy": None}, ConfigurationError),
+        ({"default": PW, "legacy": {"id": "x"}}, ConfigurationError),
+    ],
+    ids=["weak", "none", "bad-mapping"],
+)
+def test_a_bad_table_entry_fails_every_call_whatever_the_seal_names(
+    table: dict[str, Any], error: type[Exception]
+) -> None:
+    # The password id is the client's: before, a seal naming "legacy" turned the bad
+    # entry into WeakSecret (a 500), while every other seal unsealed fine.
+    good = seal(SESSION, PW, now=T0)
+    prefix, _, rest = good.partition("**")
+    naming_legacy = f"{prefix}*legacy*{rest}"
+    for sealed in (good, naming_legacy, "garbage", "Fe26.2*nosuchid*" + "*" * 5):
+        with pytest.raises(error):
+            unseal(sealed, table, now=T0)
+
+
+def test_a_valid_table_gives_only_invalid_seal_for_any_password_id() -> None:
+    good = seal(SESSION, PW, now=T0)
+    prefix, _, rest = good.partition("**")
+    for pid in ("legacy", "__proto__", "k1", "a b", "default"):
+        with pytest.raises(InvalidSeal) as info:
+            unseal(f"{prefix}*{pid}*{rest}", UNSEAL_ALL, now=T0)
+        assert info.value.verdict is Verdict.FORGED
+
+
+def _authentic(plaintext: bytes, *, iv: str | None = None, ct_suffix: str = "") -> str:
+    """A seal MAC'd with PW around any plaintext or base64 text: what only iron could forge."""
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    enc_salt, mac_salt, raw_iv = "e" * 64, "f" * 64, bytes(range(16))
+    padder = padding.PKCS7(128).padder()
+    key = iron._derive((False, PW.encode()), enc_salt)
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(raw_iv)).encryptor()
+    ct = encryptor.update(padder.update(plaintext) + padder.finalize()) + encryptor.finalize()
+    iv_text = iron._b64(raw_iv) if iv is None else iv
+    ct_text = iron._b64(ct) + ct_suffix
+    base = f"Fe26.2**{enc_salt}*{iv_text}*{ct_text}*"
+    mac = iron._mac(iron._derive((False, PW.encode()), mac_salt), base)
+    return f"{base}*{mac_salt}*{mac}"
+
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_base64_is_read_as_node_reads_it_and_the_notes_say_so(node: NodeIron) -> None:
+    plaintext = json.dumps(SESSION).encode()
+    canonical = iron._b64(bytes(range(16)))  # 22 characters: 4 spare low bits at the end
+    stray = canonical[:-1] + ALPHABET[ALPHABET.index(canonical[-1]) ^ 1]
+    noncanonical = _authentic(plaintext, iv=stray)
+    # 40 bytes of plaintext pad to 48 of ciphertext: 64 characters; one more is 4n + 1.
+    one_past = _authentic(b'{"pad":"' + b"x" * 31 + b'"}', ct_suffix="A")
+    [theirs_stray, theirs_past] = node.run(
+        [node_unseal(noncanonical, PW), node_unseal(one_past, PW)]
+    )
+    assert theirs_stray == {"ok": True, "result": SESSION}
+    assert unseal(noncanonical, PW, now=T0) == SESSION  # as Node: not MALFORMED
+    assert theirs_past == {"ok": True, "result": {"pad": "x" * 31}}  # Node drops the "A"
+    assert verdict_of(one_past, PW, now=T0) == ("malformed", "encoding")
+    doc = " ".join((iron.__doc__ or "").split())
+    assert "non-canonical base64 are MALFORMED" not in doc
+    assert "one character past a multiple of four is MALFORMED" in doc
+
+
+def test_deep_nesting_and_huge_integers_are_documented_differences(node: NodeIron) -> None:
+    deep = _authentic(b'{"deep":' + b"[" * 1500 + b"]" * 1500 + b"}")
+    huge = _authentic(b'{"n":1' + b"0" * 5000 + b"}")
+    [theirs_huge] = node.run([node_unseal(huge, PW)])
+    assert theirs_huge == {"ok": True, "result": {"n": None}}, "iron: Infinity (null in JSON)"
+    # Node's reply to the deep one is too deep for json.loads too: read it as text.
+    assert node.proc.stdin is not None and node.proc.stdout is not None
+    node.proc.stdin.write(json.dumps(node_unseal(deep, PW)) + "\n")
+    node.proc.stdin.flush()
+    assert node.proc.stdout.readline().startswith('{"ok":true,"result":{"deep":[[[['), "iron: yes"
+    # Here both are MALFORMED, never a RecursionError or ValueError...
+    assert verdict_of(deep, PW, now=T0) == ("malformed", "json")
+    assert verdict_of(huge, PW, now=T0) == ("malformed", "json")
+    # ...and the claim "accepted exactly when iron would" says so.
+    unseal_doc = " ".join((unseal.__doc__ or "").split())
+    assert "deep nesting, over-long integers" in unseal_doc
+    module_doc = " ".join((iron.__doc__ or "").split())
+    assert "recursion limit" in module_doc and "4300 digits" in module_doc

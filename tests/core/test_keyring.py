@@ -880,3 +880,164 @@ def test_staged_rotation_then_promote() -> None:
     assert TokenCodec(other).verify(token).verdict is Verdict.FORGED, "why staging matters"
     old = TokenCodec(other).issue(ttl=60)
     assert TokenCodec(ring).verify(old).verdict is Verdict.VALID
+
+
+# -- audit regressions: epochs, deadlines, duplicates, key files -----------------------
+
+YEAR_10000 = 253_402_300_800.0
+
+
+@pytest.mark.parametrize(
+    "epoch", [1e306, YEAR_10000, 10**400, 1e20], ids=["1e306", "year-10000", "10**400", "1e20"]
+)
+def test_add_class_rejects_epochs_past_year_9999(epoch: float) -> None:
+    # 1e306 * 1000 overflowed math.ceil() in ClassKeys.build: OverflowError, not a config error.
+    with pytest.raises(ConfigurationError, match="epoch"):
+        KeyRing().add_class("user", keys={"k1": K1}, epoch=epoch)
+    with pytest.raises(ConfigurationError, match="epoch"):
+        KeyRing.from_dict(_doc(epoch=epoch))
+    with pytest.raises(ConfigurationError, match="epoch"):
+        KeyRing.check_epoch(epoch)
+
+
+def test_epoch_just_before_year_10000_is_accepted() -> None:
+    ring = KeyRing().add_class("user", keys={"k1": K1}, epoch=YEAR_10000 - 1)
+    assert ring.epoch("user") == YEAR_10000 - 1
+    assert KeyRing.check_epoch(T0) == T0
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    [1e306, 10**400, math.nan, math.inf, -5.0, "9", None, True],
+    ids=["1e306", "10**400", "nan", "inf", "negative", "str", "None", "bool"],
+)
+def test_set_epoch_ignores_an_unusable_store_value_with_a_warning(
+    ring: KeyRing, codec: TokenCodec, caplog: pytest.LogCaptureFixture, epoch: Any
+) -> None:
+    # The engine adopts epochs read from the shared store through set_epoch: one bad
+    # value there must not make every request of every process raise OverflowError.
+    token = codec.issue(ttl=3600)
+    with caplog.at_level("WARNING", logger="donjon"):
+        assert ring.set_epoch("user", epoch) is False
+    assert ring.epoch("user") == 0.0
+    assert codec.verify(token).verdict is Verdict.VALID
+    assert any("epoch" in r.getMessage() and r.name == "donjon" for r in caplog.records)
+
+
+def test_a_huge_killed_epoch_in_a_shared_store_does_not_break_requests() -> None:
+    from donjon.engine import Engine
+    from donjon.stores import MemoryStore
+
+    ring = KeyRing.generate()
+    store = MemoryStore()
+    engine = Engine(keyring=ring, store=store, guard=None)
+    session = engine.load(None)
+    session["a"] = 1
+    token = engine.commit(session, presented=False).token
+    store.raise_epoch("user", 1e306)  # what kill(at=1e306) leaves behind
+    other = Engine(keyring=KeyRing.from_dict(ring.to_dict()), store=store, guard=None)
+    for _ in range(2):
+        assert other.load(token).verdict is Verdict.VALID
+
+
+@pytest.mark.parametrize(
+    "deadline", [math.nan, math.inf, -math.inf, 10**400], ids=["nan", "inf", "-inf", "10**400"]
+)
+def test_not_after_must_be_finite(deadline: float) -> None:
+    # With NaN, "now > deadline" is never true: a grace period that never ends.
+    with pytest.raises(ConfigurationError, match="not_after"):
+        KeyRing().add_class(
+            "user", keys={"k1": K1, "k2": K2}, current="k2", not_after={"k1": deadline}
+        )
+    with pytest.raises(ConfigurationError, match="not_after"):
+        KeyRing.from_dict(
+            _doc(keys={"k1": b64(K1), "k2": b64(K2)}, current="k2", not_after={"k1": deadline})
+        )
+    ring = KeyRing().add_class("user", keys={"k1": K1, "k2": K2}, current="k2")
+    with pytest.raises(ConfigurationError, match="grace_until"):
+        ring.promote("user", "k1", grace_until=deadline)  # already refused: now consistent
+
+
+def _private_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "keys.json"
+    path.write_text(text, encoding="utf-8")
+    os.chmod(path, 0o600)
+    return path
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_key_file_not_after_must_be_finite(tmp_path: Path, constant: str) -> None:
+    text = (
+        '{"donjon_keyring": 1, "classes": {"user": {"current": "k2", "keys": '
+        f'{{"k1": "{b64(K1)}", "k2": "{b64(K2)}"}}, "not_after": {{"k1": {constant}}}}}}}}}'
+    )
+    with pytest.raises(ConfigurationError, match="not_after"):
+        KeyRing.from_file(_private_file(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ('{"donjon_keyring": 1, "classes": {"user": {"keys": {"k1": "%s", "k1": "%s"}}}}', "k1"),
+        (
+            '{"donjon_keyring": 1, "classes": {"user": {"keys": {"k1": "%s"}},'
+            ' "user": {"keys": {"k2": "%s"}}}}',
+            "user",
+        ),
+    ],
+    ids=["key-id", "class"],
+)
+def test_key_file_duplicate_names_are_refused(tmp_path: Path, text: str, name: str) -> None:
+    # json.loads keeps the last duplicate: a key id or a whole class silently vanished.
+    path = _private_file(tmp_path, text % (b64(K1), b64(K2)))
+    with pytest.raises(ConfigurationError, match=f"'{name}' appears twice") as info:
+        KeyRing.from_file(path)
+    assert_no_leak(exception_texts(info.value), K1)
+    assert_no_leak(exception_texts(info.value), K2)
+
+
+def test_from_env_refuses_one_class_in_two_spellings() -> None:
+    env = {"DONJON_KEY_USER": f"k1:{b64(K1)}", "DONJON_KEY_user": f"k2:{b64(K2)}"}
+    with pytest.raises(ConfigurationError, match="'user'") as info:
+        KeyRing.from_env(env)
+    assert_no_leak(exception_texts(info.value), K1)
+
+
+def _epoch_file(digits: int) -> str:
+    return json.dumps(_doc()).replace('"keys"', f'"epoch": 1{"0" * digits}, "keys"')
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        _epoch_file(400),
+        _epoch_file(5000),
+        '{"donjon_keyring": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    ],
+    ids=["epoch-400-digits", "epoch-5000-digits", "deep-nesting"],
+)
+def test_from_file_turns_every_failure_into_a_configuration_error(
+    tmp_path: Path, content: str
+) -> None:
+    # OverflowError (float of a 400-digit int) and RecursionError escaped before.
+    with pytest.raises(ConfigurationError):
+        KeyRing.from_file(_private_file(tmp_path, content))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize(
+    ("mode", "warns"), [(0o600, False), (0o400, False), (0o640, True), (0o604, True), (0o660, True)]
+)
+def test_from_file_warns_when_others_can_read_the_key_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warns: bool
+) -> None:
+    path = tmp_path / "keys.json"
+    make_ring().save(path)
+    os.chmod(path, mode)
+    with caplog.at_level("WARNING", logger="donjon"):
+        ring = KeyRing.from_file(path)
+    assert set(ring.classes) == {"user", "admin"}, "a warning, never a refusal"
+    warnings = [r for r in caplog.records if r.name == "donjon" and "chmod 600" in r.getMessage()]
+    assert bool(warnings) is warns
+    for record in warnings:
+        assert_no_leak([record.getMessage()], fixed_secret("user/k1"))

@@ -250,6 +250,54 @@ def test_valid_shape_reaches_the_mac_check(codec: TokenCodec) -> None:
     assert result.reason == "bad_mac"
 
 
+ALPHABET_CASES: list[Any] = [
+    pytest.param(3, "s d", id="space-in-id"),
+    pytest.param(3, "s+d", id="plus-in-id"),
+    pytest.param(3, "x" * 129, id="id-129"),
+    pytest.param(4, "18e11", id="letter-in-issued"),
+    pytest.param(4, "-1", id="negative-issued"),
+    pytest.param(5, " 1800003600000", id="space-in-expires"),
+    pytest.param(5, "9" * 16, id="expires-16-digits"),
+    pytest.param(6, "g" * 32, id="non-hex-binding"),
+    pytest.param(6, "0" * 31, id="binding-31"),
+    pytest.param(6, "", id="empty-binding"),
+    pytest.param(7, "z" * 64, id="non-hex-mac"),
+    pytest.param(7, "0" * 63 + " ", id="space-in-mac"),
+    pytest.param(1, "us er", id="space-in-class"),
+    pytest.param(1, "User", id="upper-case-class"),
+    pytest.param(2, "k 1", id="space-in-key-id"),
+    pytest.param(2, "k" * 17, id="key-id-17"),
+]
+
+
+@pytest.mark.parametrize(("index", "value"), ALPHABET_CASES)
+def test_alphabet_errors_are_malformed_not_forged(
+    codec: TokenCodec, index: int, value: str
+) -> None:
+    # Verdict.MALFORMED: "not shaped like a token: wrong size, alphabet, ...". Found
+    # only once the key or MAC check has failed: the valid path does no extra work.
+    token = codec.issue(ttl=60, session_id="sid")
+    result = codec.verify(with_field(token, index, value))
+    assert result == VerifyResult(Verdict.MALFORMED, reason="bad_alphabet")
+
+
+def test_alphabet_errors_next_to_a_retired_key_are_malformed(clock: FrozenClock) -> None:
+    ring = KeyRing().add_class("user", keys={"k2": fixed_secret("user/k2")}, retired=["k1"])
+    codec = TokenCodec(ring, clock=clock)
+    retired = "v1.user.k1.sid.1800000000000.1800003600000._." + "0" * 64
+    assert codec.verify(retired).verdict is Verdict.RETIRED
+    result = codec.verify(with_field(retired, 3, "s d"))
+    assert result == VerifyResult(Verdict.MALFORMED, reason="bad_alphabet")
+
+
+def test_in_alphabet_tampering_stays_forged(codec: TokenCodec) -> None:
+    # Upper-case hex and leading zeros are in the alphabet: re-encodings the MAC refuses.
+    token = codec.issue(ttl=60, session_id="sid", binding="ctx")
+    for index, value in [(7, fields(token)[7].upper()), (6, fields(token)[6].upper())]:
+        assert codec.verify(with_field(token, index, value), binding="ctx").reason == "bad_mac"
+    assert codec.verify(with_field(token, 4, "0" + fields(token)[4])).reason == "bad_mac"
+
+
 # -- FORGED ----------------------------------------------------------------------
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
+import math
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from donjon import KeyRing, Verdict
+from donjon import ConfigurationError, KeyRing, Verdict
 from donjon.config import Timeouts
+from donjon.core import MAX_TTL
 from donjon.engine import AsyncEngine, Engine
 from donjon.stores.cookie import CookieStore, SealedCodec, SealTooLarge
 from donjon.testing import FrozenClock
@@ -31,8 +35,14 @@ def test_round_trip_and_confidentiality() -> None:
 def test_any_change_is_rejected(index: int) -> None:
     value = CODEC.seal({"n": 1}, ttl=60)
     ch = value[index]
-    changed = value[:index] + ("B" if ch != "B" else "C") + value[index + 1 :] if index >= 0 else (
-        value[:index] + ("B" if ch != "B" else "C") + (value[index + 1 :] if index != -1 else "")
+    changed = (
+        value[:index] + ("B" if ch != "B" else "C") + value[index + 1 :]
+        if index >= 0
+        else (
+            value[:index]
+            + ("B" if ch != "B" else "C")
+            + (value[index + 1 :] if index != -1 else "")
+        )
     )
     assert CODEC.unseal(changed).verdict is not Verdict.VALID
 
@@ -139,3 +149,93 @@ async def test_async_engine_cookie_store_and_kill_switch() -> None:
     clock.advance(1)
     await engine.kill("user")
     assert (await engine.load(token)).verdict is Verdict.REVOKED
+
+
+# -- audit regressions ----------------------------------------------------------------
+
+
+def test_a_replaced_secret_is_never_served_from_the_cipher_cache() -> None:
+    # A compromised k1 replaced by a new secret under the same key id: the old
+    # secret's seals must die and new seals must use the new secret.
+    clock = FrozenClock(1_800_000_000.0)
+    old, new = b"o" * 32, b"n" * 32
+    ring = KeyRing().add_class("user", keys={"k1": old})
+    codec = SealedCodec(ring, clock=clock)
+    stolen = codec.seal({"n": 1}, ttl=60)
+    assert codec.unseal(stolen).verdict is Verdict.VALID  # the old cipher is cached now
+    ring.add_class("user", keys={"k1": new})
+    assert codec.unseal(stolen).verdict is Verdict.FORGED
+    fresh = codec.seal({"n": 2}, ttl=60)
+    only_new = SealedCodec(KeyRing().add_class("user", keys={"k1": new}), clock=clock)
+    assert only_new.unseal(fresh).verdict is Verdict.VALID
+    only_old = SealedCodec(KeyRing().add_class("user", keys={"k1": old}), clock=clock)
+    assert only_old.unseal(fresh).verdict is Verdict.FORGED
+
+
+def test_the_cipher_cache_stays_bounded() -> None:
+    ring = KeyRing.generate(["user"])
+    codec = SealedCodec(ring, clock=FrozenClock(1_800_000_000.0))
+    for _ in range(300):
+        ring.rotate("user")
+        assert codec.unseal(codec.seal({}, ttl=60)).verdict is Verdict.VALID
+    assert len(codec._cache) <= 64
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\udfffb", "é \U0001f642 \ud83d"])
+def test_lone_surrogates_seal_and_come_back(text: str) -> None:
+    # json.loads('"\\ud800"') gives such a string, and Session accepts it.
+    value = CODEC.seal({"name": text, "plain": "é"}, ttl=60)
+    got = CODEC.unseal(value)
+    assert got.verdict is Verdict.VALID
+    assert got.payload == {"name": text, "plain": "é"}
+
+
+def test_engine_commits_a_session_holding_a_lone_surrogate() -> None:
+    engine = Engine(keyring=RING, store=CookieStore(), clock=FrozenClock(1_800_000_000.0))
+    s = engine.load(None)
+    s["name"] = json.loads('"\\ud800"')
+    token = engine.commit(s, presented=False).token
+    again = engine.load(token)
+    assert again.verdict is Verdict.VALID and again["name"] == "\ud800"
+
+
+@pytest.mark.parametrize("skew", [math.nan, math.inf, -math.inf, -1, 3601, "5", None])
+def test_skew_is_checked_like_the_token_codec(skew: Any) -> None:
+    with pytest.raises(ConfigurationError, match="skew"):
+        SealedCodec(RING, skew=skew)
+
+
+@pytest.mark.parametrize("skew", [0, 0.5, 5, 3600])
+def test_valid_skews(skew: float) -> None:
+    SealedCodec(RING, skew=skew)
+
+
+@pytest.mark.parametrize("ttl", [math.nan, math.inf, 0, -1, MAX_TTL + 1, 10**20, "60", None])
+def test_ttl_is_checked_like_the_token_codec(ttl: Any) -> None:
+    with pytest.raises(ConfigurationError, match="ttl"):
+        CODEC.seal({}, ttl=ttl)
+
+
+def test_ttl_up_to_400_days() -> None:
+    value = CODEC.seal({}, ttl=MAX_TTL)
+    assert CODEC.unseal(value).verdict is Verdict.VALID
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    [1e306, math.nan, math.inf, -1.0, 10**400],
+    ids=["1e306", "nan", "inf", "-1", "10**400"],
+)
+def test_kill_with_an_impossible_epoch_is_a_configuration_error(epoch: Any) -> None:
+    store = CookieStore()
+    with pytest.raises(ConfigurationError, match="epoch"):
+        store.raise_epoch("user", epoch)
+    assert store.epochs() == {}
+    ring = KeyRing.generate(["user"])
+    engine = Engine(keyring=ring, store=CookieStore(), clock=FrozenClock(1_800_000_000.0))
+    s = engine.load(None)
+    s["a"] = 1
+    token = engine.commit(s, presented=False).token
+    with pytest.raises(ConfigurationError):
+        engine.kill("user", at=epoch)
+    assert engine.load(token).verdict is Verdict.VALID

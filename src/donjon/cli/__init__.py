@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .__main__ import build_parser as build_parser
-from .__main__ import main as main
+from ._main import build_parser as build_parser
+from ._main import main as main
 
 __all__ = ["build_parser", "main"]

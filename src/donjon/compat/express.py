@@ -184,6 +184,7 @@ _UNSIGNED: Final = _malformed("unsigned")
 _NO_DOT: Final = _malformed("no_signature")
 _MAC_SHAPE: Final = _malformed("mac_shape")
 _EMPTY_ID: Final = _malformed("empty_id")
+_LONG_ID: Final = _malformed("id_too_long")
 _BAD_MAC: Final = VerifyResult(Verdict.FORGED, reason="bad_mac")
 
 
@@ -231,7 +232,9 @@ class ExpressSigner:
       them: ``encodeURIComponent`` output is ASCII);
     * invalid percent-encoding (the ``cookie`` package then falls back to the
       raw text; express-session never writes such a value);
-    * a validly signed empty id (express-session treats it as no cookie).
+    * a validly signed empty id (express-session treats it as no cookie);
+    * an id longer than 256 characters, which :meth:`sign` would refuse (so a
+      session that must be re-signed could not be saved).
 
     Not provided at all: an expiry or issue time. An express-session id is
     valid for as long as its record lives; see the module docstring.
@@ -319,8 +322,9 @@ class ExpressSigner:
             A :class:`~donjon.VerifyResult`: VALID with ``session_id`` and
             ``key_id`` (the index, as text, of the secret that verified it:
             ``"0"`` is the signing one); MALFORMED (not ``s:`` prefixed, bad
-            encoding, too long, no 43-character MAC); or FORGED (no secret
-            gives that MAC). UNKNOWN comes later, from the store.
+            encoding, too long, no 43-character MAC, an id over 256
+            characters); or FORGED (no secret gives that MAC). UNKNOWN comes
+            later, from the store.
         """
         if isinstance(value, str):
             text = value
@@ -353,6 +357,8 @@ class ExpressSigner:
         if not _MAC_RE.fullmatch(signed, dot + 1):
             return _MAC_SHAPE
         tentative = signed[:dot]
+        if len(tentative) > _MAX_ID_LENGTH:
+            return _LONG_ID  # sign() refuses it: one limit for reading and writing
         # Decoded text is valid Unicode (ASCII input, strict UTF-8 escapes): encodable.
         given = signed.encode("utf-8")
         for index in range(len(self._keys)):
@@ -614,6 +620,32 @@ def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+# JSON.parse refuses NaN and Infinity, and _dumps could not write them back.
+_RECORD_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def _parse_record(raw: bytes | str) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The record's object and each data field as JSON text; ``None`` when unusable.
+
+    Stored data is as untrusted as a cookie: invalid UTF-8 or JSON, NaN, numbers
+    too long for Python, or nesting deeper than the recursion limit all end here.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        obj = _RECORD_DECODER.decode(text)
+        if not isinstance(obj, dict) or not isinstance(obj.get("cookie"), dict):
+            return None
+        fields = {k: _dumps(v) for k, v in obj.items() if k != "cookie"}
+        _dumps(obj["cookie"])  # written back at commit: it must be writable
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError too
+        return None
+    return obj, fields
+
+
 # --------------------------------------------------------------------------
 # The engine's logic, sans I/O
 # --------------------------------------------------------------------------
@@ -718,18 +750,15 @@ class _Core:
         sid = result.session_id or ""
         if raw is None:
             return self.fresh(result, Verdict.UNKNOWN), None
-        try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-            obj = json.loads(text)
-        except (UnicodeDecodeError, ValueError):
-            obj = None
-        cookie = obj.get("cookie") if isinstance(obj, dict) else None
-        if not isinstance(obj, dict) or not isinstance(cookie, dict):
+        parsed = _parse_record(raw)
+        if parsed is None:
             log.error(
                 "express-session record %s is not a JSON object with a cookie; treated as missing",
                 record_key(sid)[:12],
             )
             return self.fresh(result, Verdict.UNKNOWN), None
+        obj, raw_fields = parsed
+        cookie = obj["cookie"]
         data = {k: v for k, v in obj.items() if k != "cookie"}
         user_id = None
         if self.user_field is not None:
@@ -741,7 +770,7 @@ class _Core:
         expires = _parse_date(cookie.get("expires"))
         session = Session(
             data=data,
-            raw={k: _dumps(v) for k, v in data.items()},
+            raw=raw_fields,
             session_id=sid,
             session_class=EXPRESS_CLASS,
             user_id=user_id,

@@ -51,10 +51,20 @@ Differences from iron. The MAC is checked before the expiration (iron
 checks the expiration first), so a forged seal is reported as forged even
 when it is also expired. :func:`seal` refuses what iron would seal but
 never unseal (NaN, ``__proto__`` keys, seals over :data:`MAX_SEAL_LENGTH`).
-:func:`unseal` is stricter than iron only with seals no iron writes:
-``bytes``-password seals must carry the empty salts iron writes (iron
-ignores the unauthenticated HMAC salt), and authentic seals holding invalid
-UTF-8 or non-canonical base64 are MALFORMED.
+:func:`unseal` is stricter than iron only with authentic seals (made with
+the password) that iron itself never writes:
+
+- ``bytes``-password seals must carry the empty salts iron writes (iron
+  ignores the unauthenticated HMAC salt);
+- invalid UTF-8 in the plaintext is MALFORMED (Node reads it as U+FFFD);
+- a base64url field one character past a multiple of four is MALFORMED
+  (Node drops the extra character). Non-canonical base64 otherwise (stray
+  low bits in the last character) is read as Node's ``Buffer`` reads it:
+  the seal unseals, since the MAC covers the text as sent;
+- JSON nested deeper than Python's recursion limit (about 1000 levels) and
+  integers longer than Python's limit on integer text (4300 digits by
+  default, :func:`sys.set_int_max_str_digits`) are MALFORMED; JavaScript
+  reads the first and turns the second into a float or ``Infinity``.
 
 See ``docs/threat-model.md`` (state kept on the client).
 
@@ -238,9 +248,16 @@ def _seal_password(password: object) -> _Normalized:
     return _normalize(secret, password_id=pid, where=f"password {pid!r}")
 
 
-def _unseal_password(password: object, password_id: str) -> _Normalized:
+def _unseal_passwords(password: object) -> _Normalized | dict[object, _Normalized]:
+    """Check every password :func:`unseal` was given: one secret, or a table by id.
+
+    The whole table is checked before the seal is read, whichever id the seal
+    names: the id is the client's choice, so a bad entry must fail every call
+    (a configuration error the developer sees at once), never only the calls
+    whose seal happens to name it.
+    """
     if isinstance(password, (str, bytes, bytearray, memoryview)):
-        return _normalize(password, password_id=password_id, where="password")
+        return _normalize(password, password_id="", where="password")
     if isinstance(password, tuple):
         if len(password) != 2 or not isinstance(password[0], str):
             raise ConfigurationError("a password tuple is (password id, secret)")
@@ -251,12 +268,21 @@ def _unseal_password(password: object, password_id: str) -> _Normalized:
         raise ConfigurationError(
             f"password must be str, bytes, (id, secret) or a mapping, not {type(password).__name__}"
         )
-    key = password_id or "default"
+    return {
+        key: _normalize(secret, password_id="", where=f"password {key!r}")
+        for key, secret in table.items()
+    }
+
+
+def _select_password(
+    passwords: _Normalized | dict[object, _Normalized], password_id: str
+) -> _Normalized:
+    if not isinstance(passwords, dict):
+        return passwords  # one secret: any password id is accepted, as iron does
     try:
-        secret = table[key]
+        return passwords[password_id or "default"]
     except KeyError:
         raise _forged("unknown_password_id") from None
-    return _normalize(secret, password_id=password_id, where=f"password {key!r}")
 
 
 def _derive(material: _Material, salt: str) -> bytes:
@@ -571,7 +597,9 @@ def unseal(
 
     The checks run cheapest first: length, shape, password id, MAC (constant
     time), expiration, then decryption and JSON. A seal is accepted exactly
-    when iron would accept it (see the module notes for the only exceptions).
+    when iron would accept it, except for the authentic seals listed in the
+    module notes (deep nesting, over-long integers, invalid UTF-8, some
+    base64 and salts no iron writes): those are MALFORMED here.
 
     Args:
         sealed: What the client sent: ``str`` or ``bytes``, any content.
@@ -590,14 +618,18 @@ def unseal(
 
     Raises:
         InvalidSeal: The seal is malformed, forged (bad MAC, unknown password
-            id) or expired; see ``.verdict`` and ``.reason``.
-        WeakSecret: The selected password is shorter than 32 characters.
-        ConfigurationError: The password argument is badly shaped.
+            id) or expired; see ``.verdict`` and ``.reason``. Nothing else
+            is raised because of what the seal holds.
+        WeakSecret: A password (any entry of a table, whatever id the seal
+            names) is shorter than 32 characters.
+        ConfigurationError: The password argument, or any entry of it, is
+            badly shaped; or a bad ``now``, skew or offset.
     """
     now_ms = _ms(_CLOCK.time() if now is None else now, name="now") + _ms(
         localtime_offset, name="localtime_offset"
     )
     skew_ms = _ms(timestamp_skew, name="timestamp_skew")
+    passwords = _unseal_passwords(password)
     # 1. shape, bounded before any other work.
     if isinstance(sealed, str):
         if len(sealed) > MAX_SEAL_LENGTH:
@@ -622,7 +654,7 @@ def unseal(
     if expiration and not _DIGITS_RE.fullmatch(expiration):
         raise _malformed("expiration")
     # 2. password id.
-    _, enc, integ = _unseal_password(password, pid)
+    _, enc, integ = _select_password(passwords, pid)
     # 3. MAC. iron derives a random key for an empty salt, so nothing matches it;
     # for a raw key iron ignores the salt, and we accept only the empty one it writes.
     if integ[0] != (mac_salt == "") or len(mac) != _MAC_B64_CHARS:

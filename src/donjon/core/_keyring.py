@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import math
 import os
 import re
 import secrets
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from typing import Any, Final, final
 from ..errors import ConfigurationError
 from ._secret import Secret, decode_secret, encode_secret
 
-__all__ = ["CLASS_RE", "KEY_ID_RE", "ClassKeys", "KeyRing"]
+__all__ = ["CLASS_RE", "KEY_ID_RE", "MAX_EPOCH", "ClassKeys", "KeyRing"]
 
 CLASS_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
 """Session class names: lowercase, start with a letter, at most 32 characters."""
@@ -25,6 +27,10 @@ KEY_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,16}")
 _MAC_LABEL: Final = b"donjon/v1/token-mac"
 _BIND_LABEL: Final = b"donjon/v1/binding"
 _FILE_FORMAT: Final = 1
+MAX_EPOCH: Final = 253_402_300_800.0
+"""The first instant of the year 10000 (Unix time): epochs must lie before it."""
+
+log = logging.getLogger("donjon")
 
 
 def _derive(secret: Secret, label: bytes) -> bytes:
@@ -58,7 +64,32 @@ def _unix_time(value: object, what: str) -> float:
     # Key files are user-edited JSON: a wrong type is a configuration error, not a crash.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{what} must be a Unix time (a number)")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int of hundreds of digits
+        raise ConfigurationError(f"{what} must be a finite Unix time") from None
+    if not math.isfinite(number):
+        raise ConfigurationError(f"{what} must be a finite Unix time, not {number}")
+    return number
+
+
+def _epoch(value: object, what: str) -> float:
+    number = _unix_time(value, what)
+    if not 0 <= number < MAX_EPOCH:
+        raise ConfigurationError(
+            f"{what} must be a finite time >= 0 and before the year 10000 ({MAX_EPOCH:.0f})"
+        )
+    return number
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of duplicate names; in a key file that silently drops a key.
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise ConfigurationError(f"the name {name!r} appears twice in one object")
+        obj[name] = value
+    return obj
 
 
 @final
@@ -100,15 +131,18 @@ class ClassKeys:
             raise ConfigurationError(
                 f"class {name!r}: key ids {sorted(both)} are both active and retired"
             )
-        if not math.isfinite(epoch) or epoch < 0:
-            raise ConfigurationError(f"class {name!r}: epoch must be a finite time >= 0")
+        epoch = _epoch(epoch, f"class {name!r}: epoch")
+        # NaN would never compare as past the deadline: a grace period without end.
+        deadlines = {
+            k: _unix_time(v, f"class {name!r}: not_after of {k!r}") for k, v in not_after.items()
+        }
         return cls(
             name=name,
             current=current,
             secrets=dict(secrets_),
-            not_after={k: v for k, v in not_after.items() if k in secrets_ and k != current},
+            not_after={k: v for k, v in deadlines.items() if k in secrets_ and k != current},
             retired=retired_set,
-            epoch=float(epoch),
+            epoch=epoch,
             mac_keys={
                 k: hmac.new(_derive(s, _MAC_LABEL), digestmod="sha256") for k, s in secrets_.items()
             },
@@ -165,13 +199,14 @@ class KeyRing:
             keys: Key id to secret. A ``str`` secret is used as its UTF-8 bytes.
             current: The key id that signs; defaults to the first of ``keys``.
             retired: Key ids that are recognised but no longer accepted.
-            epoch: Tokens issued before this Unix time are revoked.
-            not_after: Optional deadline (Unix time) per older key id after
-                which it counts as retired.
+            epoch: Tokens issued before this Unix time are revoked; finite,
+                ``>= 0`` and before the year 10000.
+            not_after: Optional deadline (finite Unix time) per older key id
+                after which it counts as retired.
 
         Raises:
             WeakSecret: A secret is shorter than 32 bytes.
-            ConfigurationError: A name, key id or epoch is invalid.
+            ConfigurationError: A name, key id, epoch or deadline is invalid.
         """
         name = _check_class(session_class)
         if not keys:
@@ -223,10 +258,17 @@ class KeyRing:
         env = os.environ if environ is None else environ
         ring = cls()
         key_prefix = f"{prefix}KEY_"
+        seen: dict[str, str] = {}
         for var in sorted(env):
             if not var.startswith(key_prefix):
                 continue
             name = var[len(key_prefix) :].lower()
+            if name in seen:
+                # Otherwise the later variable silently replaces the other's keys.
+                raise ConfigurationError(
+                    f"{seen[name]} and {var} both configure class {name!r}: keep one"
+                )
+            seen[name] = var
             keys: dict[str, Secret | bytes | str] = {}
             for item in filter(None, (p.strip() for p in env[var].split(","))):
                 kid, sep, text = item.partition(":")
@@ -294,14 +336,42 @@ class KeyRing:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> KeyRing:
-        """Load a ring from a JSON key file written by :meth:`save`."""
+        """Load a ring from a JSON key file written by :meth:`save`.
+
+        A name repeated within one JSON object (a key id, a class) is an error,
+        not last-wins. A file that group or others may read or write is loaded,
+        with a warning on the ``donjon`` logger: ``chmod 600`` it.
+
+        Raises:
+            ConfigurationError: The file is missing, unreadable or not a valid
+                key-ring document.
+            WeakSecret: A secret is shorter than 32 bytes.
+        """
+        where = os.fspath(path)
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            with open(path, "rb") as fh:
+                mode = os.fstat(fh.fileno()).st_mode
+                text = fh.read().decode("utf-8")
         except FileNotFoundError:
-            raise ConfigurationError(f"key file {os.fspath(path)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(f"key file {where!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigurationError(
-                f"key file {os.fspath(path)!r} is unreadable: {type(exc).__name__}"
+                f"key file {where!r} is unreadable: {type(exc).__name__}"
+            ) from None
+        if os.name == "posix" and stat.S_IMODE(mode) & 0o077:
+            log.warning(
+                "key file %r has mode %03o: group or others can read it; run `chmod 600` on it",
+                where,
+                stat.S_IMODE(mode),
+            )
+        try:
+            data = json.loads(text, object_pairs_hook=_unique_object)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"key file {where!r}: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            # ValueError: bad JSON, or an integer of more than 4300 digits.
+            raise ConfigurationError(
+                f"key file {where!r} is unreadable: {type(exc).__name__}"
             ) from None
         return cls.from_dict(data)
 
@@ -361,6 +431,8 @@ class KeyRing:
         Returns:
             The new key id.
         """
+        if grace_until is not None:
+            _unix_time(grace_until, "grace_until")  # before the ring changes at all
         with self._lock:
             ck = self._get(session_class)
             kid = _check_key_id(key_id) if key_id is not None else self._next_id(ck)
@@ -398,9 +470,7 @@ class KeyRing:
                 return
             not_after = {k: v for k, v in ck.not_after.items() if k != key_id}
             if grace_until is not None:
-                if not math.isfinite(grace_until):
-                    raise ConfigurationError("grace_until must be a finite Unix time")
-                not_after[ck.current] = float(grace_until)
+                not_after[ck.current] = _unix_time(grace_until, "grace_until")
             self._classes[ck.name] = ClassKeys.build(
                 name=ck.name,
                 current=key_id,
@@ -434,10 +504,25 @@ class KeyRing:
 
         The epoch only moves forward: a lower value is ignored, so replicas
         that learn of kills in any order converge. Returns whether it moved.
+
+        The engine feeds this method epochs read from the shared store, so a
+        value that cannot be an epoch (not a number, not finite, negative, or
+        not before the year 10000) is ignored with a warning on the ``donjon``
+        logger instead of raising: one bad value in a shared store must not
+        fail every request of every process. Check an operator's value with
+        :meth:`check_epoch` before it is stored.
+
+        Raises:
+            ConfigurationError: The class is unknown.
         """
         with self._lock:
             ck = self._get(session_class)
-            if not math.isfinite(epoch) or epoch <= ck.epoch:
+            try:
+                epoch = _epoch(epoch, f"class {ck.name!r}: epoch")
+            except ConfigurationError as exc:
+                log.warning("ignored an unusable epoch (from the shared store?): %s", exc)
+                return False
+            if epoch <= ck.epoch:
                 return False
             self._classes[ck.name] = ClassKeys.build(
                 name=ck.name,
@@ -448,6 +533,20 @@ class KeyRing:
                 epoch=epoch,
             )
             return True
+
+    @staticmethod
+    def check_epoch(epoch: object) -> float:
+        """Return ``epoch`` as a float if it can be a class epoch, else raise.
+
+        An epoch is a Unix time (``int`` or ``float``, not ``bool``), finite,
+        ``>= 0`` and before the year 10000 (:data:`MAX_EPOCH`). Use it on an
+        operator's value (the kill switch's ``at``) before it reaches a
+        shared store; :meth:`set_epoch` ignores such values instead.
+
+        Raises:
+            ConfigurationError: The value cannot be an epoch.
+        """
+        return _epoch(epoch, "epoch")
 
     # -- reading --------------------------------------------------------
     @property

@@ -44,6 +44,15 @@ _MS_DIGITS: Final = 15
 
 
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+# Every field within its alphabet and size. Only the failure paths use it: a token
+# that passes its MAC is text this server wrote, so the valid path never pays for it.
+# Hex is matched in either case: an upper-case MAC or binding is a re-encoding of
+# ours, which the MAC (not the shape) refuses, as it refuses padding or leading zeros.
+_SHAPE: Final = re.compile(
+    rf"{TOKEN_VERSION}\.[a-z][a-z0-9_]{{0,31}}\.[A-Za-z0-9_-]{{1,16}}\.[A-Za-z0-9_-]{{1,128}}"
+    rf"\.[0-9]{{1,{_MS_DIGITS}}}\.[0-9]{{1,{_MS_DIGITS}}}\.(?:{_UNBOUND}|[0-9a-fA-F]{{{_BIND_HEX}}})"
+    rf"\.[0-9a-fA-F]{{{_MAC_HEX}}}"
+)
 
 
 def new_session_id() -> str:
@@ -106,6 +115,7 @@ _BAD_FIELDS: Final = _malformed("field_count")
 _BAD_VERSION: Final = _malformed("version")
 _BAD_MAC_SHAPE: Final = _malformed("mac_shape")
 _EMPTY: Final = _malformed("empty")
+_BAD_ALPHABET: Final = _malformed("bad_alphabet")
 
 
 def _binding_bytes(binding: bytes | str) -> bytes:
@@ -131,9 +141,11 @@ class TokenCodec:
     :data:`MAX_TOKEN_LENGTH` is rejected before any other work; the MAC is
     compared in constant time and checked before any field is trusted; a
     token is ``VALID`` only if it is exactly the text :meth:`issue` made
-    (no re-encoding, padding or whitespace is accepted). It never touches a
-    store. Not guaranteed: that the session still exists server-side; that
-    is the engine's job (verdicts UNKNOWN, IDLE_EXPIRED).
+    (no re-encoding, padding or whitespace is accepted); a token with a
+    field outside its alphabet or size (say a non-digit time or a space) is
+    MALFORMED, never FORGED. It never touches a store. Not guaranteed: that
+    the session still exists server-side; that is the engine's job (verdicts
+    UNKNOWN, IDLE_EXPIRED).
 
     Args:
         keyring: The key ring holding class keys and epochs.
@@ -272,11 +284,17 @@ class TokenCodec:
         if len(mac) != _MAC_HEX:
             return _BAD_MAC_SHAPE
         # 2. key: class and key id must be known.
+        # The alphabet of each field is checked only once a check below has failed
+        # (_SHAPE): a token that passes its MAC was written by issue() and is in shape.
         ck = self._classes.get(cls)
         if ck is None:
+            if not _SHAPE.fullmatch(text):
+                return _BAD_ALPHABET
             return VerifyResult(Verdict.FORGED, reason="unknown_class")
         keyed = ck.mac_keys.get(kid)
         if keyed is None:
+            if not _SHAPE.fullmatch(text):
+                return _BAD_ALPHABET
             if kid in ck.retired:
                 return VerifyResult(
                     Verdict.RETIRED, session_class=cls, key_id=kid, reason="retired_key"
@@ -287,6 +305,8 @@ class TokenCodec:
         h = keyed.copy()
         h.update(text[: -_MAC_HEX - 1].encode("ascii"))
         if not hmac.compare_digest(h.hexdigest(), mac):
+            if not _SHAPE.fullmatch(text):
+                return _BAD_ALPHABET
             return _new_result(
                 VerifyResult, (Verdict.FORGED, None, cls, kid, None, None, False, "bad_mac")
             )

@@ -20,12 +20,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
 
-from ..core import KeyRing, SystemClock, Verdict
+from ..core import MAX_TTL, KeyRing, Secret, SystemClock, Verdict
 from ..errors import ConfigurationError, MissingDependency
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ SEAL_VERSION: Final = "s1"
 _MAX_INPUT: Final = 8192
 _NONCE: Final = 12
 _LABEL: Final = b"donjon/v1/cookie-aead"
+_CACHE_SIZE: Final = 64
 
 
 class SealTooLarge(ConfigurationError):  # noqa: N818 - named for the condition
@@ -94,9 +96,13 @@ class SealedCodec:
     Args:
         keyring: Class keys; each class secret derives its own AES key.
         clock: Time source.
-        skew: Seconds of tolerated clock skew.
+        skew: Seconds of tolerated clock skew, between 0 and 3600.
         cookie_name_length: Length of the cookie name, counted into the
             4096-byte limit.
+
+    Raises:
+        ConfigurationError: ``skew`` is not a finite number of seconds in
+            0..3600.
     """
 
     __slots__ = ("_cache", "_clock", "_name_len", "_ring", "_skew")
@@ -109,18 +115,33 @@ class SealedCodec:
         skew: float = 5.0,
         cookie_name_length: int = 16,
     ) -> None:
+        if (
+            isinstance(skew, bool)
+            or not isinstance(skew, (int, float))
+            or not math.isfinite(skew)
+            or not 0 <= skew <= 3600
+        ):
+            raise ConfigurationError("skew must be between 0 and 3600 seconds")
         self._ring = keyring
         self._clock: Clock = clock or SystemClock()
         self._skew = skew
         self._name_len = cookie_name_length
-        self._cache: dict[tuple[str, str], Any] = {}
+        self._cache: dict[tuple[str, str, int], tuple[Secret, Any]] = {}
 
-    def _cipher(self, session_class: str, key_id: str, secret: bytes) -> Any:
-        cached = self._cache.get((session_class, key_id))
-        if cached is None:
-            cached = _aead(_derive(secret, session_class))
-            self._cache[(session_class, key_id)] = cached
-        return cached
+    def _cipher(self, session_class: str, key_id: str, secret: Secret) -> Any:
+        # Cached per Secret object, not per key id: a ring may give an existing key id
+        # a new secret (a compromised key replaced), and the old one must then be dead.
+        # The entry holds the object, so its id() cannot be reused while cached; and
+        # no secret bytes are ever compared or kept here.
+        cache = self._cache
+        key = (session_class, key_id, id(secret))
+        entry = cache.get(key)
+        if entry is None or entry[0] is not secret:
+            entry = (secret, _aead(_derive(secret.reveal(), session_class)))
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()  # only new secrets add entries: rare, and bounded
+            cache[key] = entry
+        return entry[1]
 
     def seal(
         self,
@@ -134,19 +155,30 @@ class SealedCodec:
 
         Raises:
             SealTooLarge: The cookie would exceed 4096 bytes with its name.
+            ConfigurationError: Unknown class, or ``ttl`` not in
+                ``0 < ttl <= MAX_TTL`` (400 days).
             TypeError: The payload is not JSON-serializable.
+            ValueError: The payload holds NaN or infinity.
         """
         ck = self._ring.snapshot(session_class)
-        if ttl <= 0:
-            raise ConfigurationError("ttl must be > 0")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
+            raise ConfigurationError(f"ttl must be > 0 and <= {MAX_TTL:.0f} seconds")
         t = self._clock.time() if now is None else now
         iat = int(t * 1000)
         exp = iat + max(1, int(ttl * 1000))
         header = f"{SEAL_VERSION}.{ck.name}.{ck.current}.{iat}.{exp}"
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            plain = body.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (json.loads makes them from "\ud800") has no UTF-8 form;
+            # escaped, it is ASCII JSON that unseal reads back to the same string.
+            plain = json.dumps(
+                payload, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+            ).encode("ascii")
         nonce = os.urandom(_NONCE)
-        cipher = self._cipher(ck.name, ck.current, ck.secrets[ck.current].reveal())
-        blob = nonce + cipher.encrypt(nonce, body.encode("utf-8"), header.encode("ascii"))
+        cipher = self._cipher(ck.name, ck.current, ck.secrets[ck.current])
+        blob = nonce + cipher.encrypt(nonce, plain, header.encode("ascii"))
         value = f"{header}.{base64.urlsafe_b64encode(blob).rstrip(b'=').decode('ascii')}"
         size = len(value) + self._name_len + 1
         if size > MAX_COOKIE_BYTES:
@@ -192,7 +224,7 @@ class SealedCodec:
         try:
             from cryptography.exceptions import InvalidTag
 
-            plain = self._cipher(cls, kid, secret.reveal()).decrypt(
+            plain = self._cipher(cls, kid, secret).decrypt(
                 blob[:_NONCE], blob[_NONCE:], header.encode("ascii")
             )
         except InvalidTag:
@@ -244,7 +276,13 @@ class CookieStore:
         return dict(self._epochs)
 
     def raise_epoch(self, session_class: str, epoch: float) -> float:
-        """Move a class epoch forward in this process; return it."""
+        """Move a class epoch forward in this process; return it.
+
+        Raises:
+            ConfigurationError: ``epoch`` cannot be an epoch (see
+                :meth:`KeyRing.check_epoch`).
+        """
+        epoch = KeyRing.check_epoch(epoch)
         self._epochs[session_class] = max(self._epochs.get(session_class, 0.0), epoch)
         return self._epochs[session_class]
 
