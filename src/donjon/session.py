@@ -59,6 +59,8 @@ def _text(key: str, value: object) -> str:
                 " JSON would turn it into a string"
             )
     return text
+
+
 _NO_RAW: Mapping[str, str] = MappingProxyType({})
 _NO_KEYS: frozenset[str] = frozenset()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from donjon import StoreUnavailable
+from donjon import ConfigurationError, StoreUnavailable
 from donjon.stores import MemoryStore, SQLiteStore, SupportsPurge, Write, as_async
 from donjon.testing import FrozenClock, check_async_store, check_store
 
@@ -163,3 +163,20 @@ def test_sqlite_threads(tmp_path: Path) -> None:
     assert not errors
     rec = store.load("e" * 64)
     assert rec is not None and len(rec.fields) == 6
+
+
+def test_sqlite_purges_expired_records_by_itself(tmp_path: Path) -> None:
+    """Anonymous sessions are not rate-limited: expired rows must not pile up."""
+    clock = FrozenClock(1000.0)
+    store = SQLiteStore(tmp_path / "p.db", clock=clock, purge_every=50)
+    for i in range(120):
+        store.write(_write(f"{i:064x}", expires_at=clock.time() + 10))
+        clock.advance(1)
+    db = sqlite3.connect(tmp_path / "p.db")
+    (rows,) = db.execute("SELECT count(*) FROM donjon_sessions").fetchone()
+    (fields,) = db.execute("SELECT count(*) FROM donjon_fields").fetchone()
+    db.close()
+    assert rows <= 50 + 10, "expired records were purged on the way"
+    assert fields == rows
+    with pytest.raises(ConfigurationError):
+        SQLiteStore(tmp_path / "q.db", purge_every=-1)

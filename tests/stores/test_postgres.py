@@ -811,3 +811,20 @@ def test_store_built_while_server_is_down(
     _fails_fast(store.epochs)
     postgres_server.start()
     assert _until_up(store.epochs) == {}, "the schema is created once the server is there"
+
+
+def test_expired_rows_are_purged_by_the_store(
+    make_postgres_store: Callable[..., PostgresStore], postgres_url: str, postgres_prefix: str
+) -> None:
+    clock = FrozenClock(T0)
+    store = make_postgres_store(clock=clock, purge_every=20)
+    for i in range(50):
+        store.write(_write(_key(f"purge{i}"), expires_at=clock.time() + 5))
+        clock.advance(1)
+    with psycopg.connect(postgres_url) as db:
+        (rows,) = db.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(f"{postgres_prefix}sessions"))
+        ).fetchone() or (0,)
+    assert rows <= 20 + 5, "expired rows were purged on the way"
+    with pytest.raises(ConfigurationError):
+        make_postgres_store(purge_every=-1)

@@ -248,6 +248,7 @@ class AsyncEngine:
         """Revoke every token of a class issued before now; see ``Engine.kill``."""
         self.core.keyring.snapshot(session_class)
         epoch = self.core.now() if at is None else at
+        self.core.keyring.check_epoch(epoch)  # before it reaches the shared store
         stored = await self.store.raise_epoch(session_class, epoch)
         self.core.keyring.set_epoch(session_class, stored)
         return stored

@@ -197,6 +197,7 @@ class Engine:
         """
         self.core.keyring.snapshot(session_class)
         epoch = self.core.now() if at is None else at
+        self.core.keyring.check_epoch(epoch)  # before it reaches the shared store
         stored = self.store.raise_epoch(session_class, epoch)
         self.core.keyring.set_epoch(session_class, stored)
         return stored

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -196,6 +197,12 @@ def _schema_steps(q: _Queries) -> Generator[_Statement, list[_Row], None]:
     if current < target:
         log.info("PostgreSQL store %r: schema migrated from %d to %d", q.prefix, current, target)
         yield q.schema["set_version"], (target,)
+
+
+def _check_purge_every(n: int) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ConfigurationError("purge_every must be an int >= 0 (0: never purge)")
+    return n
 
 
 # -- shared encoding and decoding ----------------------------------------------
@@ -394,20 +401,43 @@ _NEED_ONE: Final = (
 
 
 class _Common:
-    __slots__ = ("_clock", "_closed", "_owns_pool", "_q", "_ready", "_where")
+    __slots__ = (
+        "_clock",
+        "_closed",
+        "_creates",
+        "_owns_pool",
+        "_purge_every",
+        "_q",
+        "_ready",
+        "_where",
+    )
 
     def __init__(
-        self, conninfo: str | None, has_pool: bool, *, table_prefix: str, clock: Clock | None
+        self,
+        conninfo: str | None,
+        has_pool: bool,
+        *,
+        table_prefix: str,
+        clock: Clock | None,
+        purge_every: int,
     ) -> None:
         _psycopg()
         if (conninfo is None) != has_pool:
             raise ConfigurationError(_NEED_ONE)
+        self._purge_every = _check_purge_every(purge_every)
+        self._creates = itertools.count(1)
         self._q = _render(_check_prefix(table_prefix))
         self._clock: Clock = clock or SystemClock()
         self._owns_pool = not has_pool
         self._where = ""
         self._ready = False
         self._closed = False
+
+    def _purge_due(self, write: Write) -> bool:
+        """Whether this create is the one of every ``purge_every`` that purges."""
+        return bool(
+            write.create and self._purge_every and next(self._creates) % self._purge_every == 0
+        )
 
     def _repr(self, pool_name: str) -> str:
         target = self._where if self._owns_pool else f"pool {pool_name!r}"
@@ -436,10 +466,12 @@ class PostgresStore(_Common):
       replaced, so the same store works again once the server is back.
 
     Not guaranteed: expiry by the server. PostgreSQL has no TTL: expired rows
-    are ignored on read and deleted by ``purge_expired`` (the engine calls it
-    from time to time). ``jsonb`` normalises numbers (``1e+16`` reads back as
-    ``10000000000000000``) and cannot hold U+0000 in a string (such a write
-    raises :class:`~donjon.StoreError`).
+    are ignored on read and deleted by :meth:`purge_expired`, which the store
+    runs itself after every ``purge_every``-th new record (1000 by default;
+    0 turns it off, e.g. when a scheduled job purges instead). ``jsonb``
+    normalises numbers (``1e+16`` reads back as ``10000000000000000``) and
+    cannot hold U+0000 in a string (such a write raises
+    :class:`~donjon.StoreError`).
 
     Args:
         conninfo: A libpq connection string or ``postgresql://`` URL; the store
@@ -457,6 +489,8 @@ class PostgresStore(_Common):
         pool_timeout: Seconds to wait for a free working connection before
             :class:`~donjon.StoreUnavailable`.
         statement_timeout: The server-side limit of one statement, in seconds.
+        purge_every: Purge expired rows after every this many new records
+            (0: never; then run :meth:`purge_expired` from a scheduled job).
 
     Raises:
         MissingDependency: ``psycopg`` or ``psycopg-pool`` is not installed.
@@ -480,8 +514,15 @@ class PostgresStore(_Common):
         connect_timeout: float = 2.0,
         pool_timeout: float = 2.0,
         statement_timeout: float = 3.0,
+        purge_every: int = 1000,
     ) -> None:
-        super().__init__(conninfo, pool is not None, table_prefix=table_prefix, clock=clock)
+        super().__init__(
+            conninfo,
+            pool is not None,
+            table_prefix=table_prefix,
+            clock=clock,
+            purge_every=purge_every,
+        )
         self._setup_lock = threading.Lock()
         if pool is not None:
             self._pool = pool
@@ -569,6 +610,9 @@ class PostgresStore(_Common):
             one (a create replaces only an expired row): nothing is written.
         """
         _, count = self._run(_write_statement(self._q, write, self._clock.time()))
+        if count and self._purge_due(write):
+            with contextlib.suppress(StoreUnavailable):  # the write itself is done
+                self.purge_expired()
         return count > 0
 
     def delete(self, key: str) -> bool:
@@ -642,8 +686,15 @@ class AsyncPostgresStore(_Common):
         connect_timeout: float = 2.0,
         pool_timeout: float = 2.0,
         statement_timeout: float = 3.0,
+        purge_every: int = 1000,
     ) -> None:
-        super().__init__(conninfo, pool is not None, table_prefix=table_prefix, clock=clock)
+        super().__init__(
+            conninfo,
+            pool is not None,
+            table_prefix=table_prefix,
+            clock=clock,
+            purge_every=purge_every,
+        )
         self._setup_lock = asyncio.Lock()
         if pool is not None:
             self._pool = pool
@@ -732,6 +783,9 @@ class AsyncPostgresStore(_Common):
             one (a create replaces only an expired row): nothing is written.
         """
         _, count = await self._run(_write_statement(self._q, write, self._clock.time()))
+        if count and self._purge_due(write):
+            with contextlib.suppress(StoreUnavailable):  # the write itself is done
+                await self.purge_expired()
         return count > 0
 
     async def delete(self, key: str) -> bool:

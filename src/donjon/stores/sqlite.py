@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
 from ..core import SystemClock
-from ..errors import StoreUnavailable
+from ..errors import ConfigurationError, StoreUnavailable
 from ._base import Record, SessionInfo, Write
 
 if TYPE_CHECKING:
@@ -58,8 +59,9 @@ class SQLiteStore:
     ``BEGIN IMMEDIATE`` transaction, so a record is never half-written and
     concurrent requests that change different keys both persist (each key is
     its own row). Expired records are skipped on read and removed by
-    :meth:`purge_expired` (run it from time to time; the engine does, every
-    ``purge_every`` writes).
+    :meth:`purge_expired`, which the store runs itself after every
+    ``purge_every``-th new record (so anonymous sessions cannot grow the file
+    without bound).
 
     Guarantees: safe across threads and across processes sharing the file.
     Not guaranteed: use over a network file system.
@@ -68,6 +70,8 @@ class SQLiteStore:
         path: The database file; created with its folder if missing.
         timeout: Seconds to wait for a lock before :class:`StoreUnavailable`.
         clock: The time source for expiry.
+        purge_every: Purge expired records after every this many new records
+            (0: never; then call :meth:`purge_expired` from a scheduled job).
     """
 
     blocking = True
@@ -80,7 +84,12 @@ class SQLiteStore:
         *,
         timeout: float = 5.0,
         clock: Clock | None = None,
+        purge_every: int = 1000,
     ) -> None:
+        if not isinstance(purge_every, int) or isinstance(purge_every, bool) or purge_every < 0:
+            raise ConfigurationError("purge_every must be an int >= 0 (0: never purge)")
+        self._purge_every = purge_every
+        self._creates = itertools.count(1)
         self.path = Path(path)
         self._timeout = timeout
         self._clock: Clock = clock or SystemClock()
@@ -228,6 +237,9 @@ class SQLiteStore:
                     "INSERT OR REPLACE INTO donjon_fields (key, name, value) VALUES (?, ?, ?)",
                     [(write.key, n, v) for n, v in write.fields.items()],
                 )
+        if write.create and self._purge_every and next(self._creates) % self._purge_every == 0:
+            with contextlib.suppress(StoreUnavailable):  # the write itself is done
+                self.purge_expired()
         return True
 
     def delete(self, key: str) -> bool:
