@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Form
+from fastapi.responses import JSONResponse
 
 from donjon.adapters.starlette import SessionDep, SessionMiddleware
 from donjon.engine import AsyncEngine
@@ -20,8 +21,14 @@ async def count(session: SessionDep) -> dict[str, int]:
     return {"n": n}
 
 
-@router.post("/login")
-async def login(session: SessionDep, user: Annotated[str, Form(min_length=1)]) -> dict[str, str]:
+@router.post("/login", response_model=None)
+async def login(
+    session: SessionDep, user: Annotated[str, Form()] = ""
+) -> dict[str, str] | JSONResponse:
+    user = user.strip()
+    if not user:
+        return JSONResponse({"error": "form field 'user' is required"}, status_code=400)
+    # A real app checks a password first.
     session.login(user)  # a new id: no session fixation
     return {"user": user}
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Litestar, Request, get, post
+from litestar import Litestar, Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ValidationException
 from litestar.params import Body
 
 from donjon.adapters.litestar import session_middleware, session_of
@@ -17,7 +16,7 @@ from examples._config import async_engine
 
 @dataclass
 class LoginForm:
-    user: str
+    user: str = ""
 
 
 @get("/count")
@@ -30,11 +29,13 @@ async def count(request: Request[Any, Any, Any]) -> dict[str, int]:
 async def login(
     request: Request[Any, Any, Any],
     data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-) -> dict[str, str]:
-    if not data.user:
-        raise ValidationException("user required")
-    session_of(request).login(data.user)  # a new id: no session fixation
-    return {"user": data.user}
+) -> Response[dict[str, str]]:
+    user = data.user.strip()
+    if not user:
+        return Response({"error": "form field 'user' is required"}, status_code=400)
+    # A real app checks a password first.
+    session_of(request).login(user)  # a new id: no session fixation
+    return Response({"user": user})
 
 
 @post("/logout", status_code=200)

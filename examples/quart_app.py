@@ -23,9 +23,10 @@ def create_app(engine: AsyncEngine) -> Quart:
 
     @app.post("/login")
     async def login() -> Any:
-        user = (await request.form).get("user")
+        user = (await request.form).get("user", "").strip()
         if not user:
-            return jsonify({"error": "user required"}), 400
+            return jsonify({"error": "form field 'user' is required"}), 400
+        # A real app checks a password first.
         session_of().login(user)  # a new id: no session fixation
         return jsonify({"user": user})
 

@@ -20,8 +20,10 @@ async def count(request: Request) -> JSONResponse:
 
 async def login(request: Request) -> JSONResponse:
     user = (await request.form()).get("user")
-    if not isinstance(user, str) or not user:
-        return JSONResponse({"error": "user required"}, status_code=400)
+    user = user.strip() if isinstance(user, str) else ""
+    if not user:
+        return JSONResponse({"error": "form field 'user' is required"}, status_code=400)
+    # A real app checks a password first.
     session_of(request).login(user)  # a new id: no session fixation
     return JSONResponse({"user": user})
 

@@ -16,6 +16,14 @@ from .errors import ConfigurationError
 __all__ = ["CookiePolicy", "Timeouts", "TwoCredentials"]
 
 _COOKIE_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
+"""A cookie name: an RFC 7230 token (no separators, no space, no control character)."""
+_ATTR_VALUE_RE: Final = re.compile(r"[!-+\--:<>-~]{1,1024}")
+"""A ``Path`` or ``Domain`` value: printable ASCII without ``;``, ``,``, ``=`` or
+whitespace (RFC 6265 av-value, narrowed; 1024 bytes is the browsers' limit)."""
+
+
+def _attr_value(value: str) -> bool:
+    return _ATTR_VALUE_RE.fullmatch(value) is not None
 
 
 def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
@@ -119,12 +127,16 @@ class CookiePolicy:
             raise ConfigurationError(
                 "same_site='none' requires secure=True (browsers reject it otherwise)"
             )
-        if not self.path.startswith("/") or any(c in self.path for c in ";\r\n\x00 "):
-            raise ConfigurationError("path must start with '/' and hold no ';', space or CR/LF")
-        if self.domain is not None and (
-            not self.domain or any(c in self.domain for c in ";\r\n\x00 ,")
-        ):
-            raise ConfigurationError("domain must be a plain host name")
+        if not self.path.startswith("/") or not _attr_value(self.path):
+            raise ConfigurationError(
+                f"cookie path {self.path!r} must start with '/' and be printable ASCII "
+                "without ';', ',', '=' or whitespace (percent-encode anything else)"
+            )
+        if self.domain is not None and not _attr_value(self.domain):
+            raise ConfigurationError(
+                f"cookie domain {self.domain!r} must be a plain ASCII host name "
+                "(use the IDNA form, e.g. 'xn--fiq228c.example', for a non-ASCII one)"
+            )
 
     @property
     def cookie_name(self) -> str:
@@ -192,9 +204,20 @@ class TwoCredentials:
         _positive("access_ttl", self.access_ttl)
         if self.access_ttl > 3600:
             raise ConfigurationError("access_ttl must be at most an hour: it cannot be revoked")
-        if not self.refresh_path.startswith("/") or self.refresh_path == "/":
+        if (
+            not self.refresh_path.startswith("/")
+            or self.refresh_path == "/"
+            or not _attr_value(self.refresh_path)
+            or any(c in self.refresh_path for c in "?#%")
+        ):
             raise ConfigurationError(
-                "refresh_path must be a path of its own, e.g. /_donjon/refresh"
+                "refresh_path must be a path of its own in plain ASCII (no query, no "
+                "';', ',', '=', '%' or whitespace), e.g. /_donjon/refresh"
+            )
+        if not _COOKIE_NAME_RE.fullmatch(self.refresh_name) or self.refresh_name.startswith("__"):
+            raise ConfigurationError(
+                f"refresh cookie name {self.refresh_name!r} must be a plain token "
+                "(prefixes are added for you)"
             )
 
     def refresh_cookie(self, cookie: CookiePolicy) -> CookiePolicy:

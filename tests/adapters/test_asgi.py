@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -61,9 +62,9 @@ class FlakyStore:
         self._check()
         return self.inner.write(write)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str) -> bool:
         self._check()
-        self.inner.delete(key)
+        return self.inner.delete(key)
 
     async def touch(self, key: str, *, last_seen: float, expires_at: float) -> None:
         self._check()
@@ -239,8 +240,22 @@ class AppSuite:
 
     async def test_login_needs_a_user(self, client: httpx.AsyncClient) -> None:
         response = await client.post("/login", data={})
-        assert 400 <= response.status_code < 500
+        assert response.status_code == 400
+        assert response.json() == {"error": "form field 'user' is required"}
         assert set_cookies(response) == []
+
+    @pytest.mark.parametrize("user", ["", "   ", "\t\n"])
+    async def test_login_refuses_a_blank_user(self, client: httpx.AsyncClient, user: str) -> None:
+        # The same answer as the Flask and Django examples.
+        response = await client.post("/login", data={"user": user})
+        assert response.status_code == 400
+        assert response.json() == {"error": "form field 'user' is required"}
+        assert set_cookies(response) == []
+
+    async def test_login_strips_the_user(self, client: httpx.AsyncClient) -> None:
+        response = await client.post("/login", data={"user": "  ann "})
+        assert response.json() == {"user": "ann"}
+        assert (await client.get("/whoami")).json() == {"user": "ann", "verdict": "valid"}
 
     async def test_logout_clears_the_cookie_and_kills_it(self, client: httpx.AsyncClient) -> None:
         token = await self.login(client)
@@ -634,3 +649,78 @@ def test_sync_engine_is_refused() -> None:
     engine = Engine(keyring=KeyRing.generate(), store=MemoryStore())
     with pytest.raises(TypeError, match="needs an AsyncEngine"):
         SessionMiddleware(bare_app, engine=engine)  # type: ignore[arg-type]
+
+
+# -- requests without a peer address (a server on a Unix socket) ----------------
+
+
+async def _status(app: Any, headers: list[tuple[bytes, bytes]], client: Any = "absent") -> int:
+    """One GET straight through ASGI; ``client`` absent from the scope by default."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
+    if client != "absent":
+        scope["client"] = client
+    await app(scope, receive, send)
+    status: int = sent[0]["status"]
+    return status
+
+
+FORGED = (b"cookie", f"{NAME}=v1.user.k1.AAAA.BBBB".encode())
+
+
+def _adapter_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "donjon.adapters"]
+
+
+async def test_without_a_peer_address_the_guard_warns_once_per_middleware(
+    engine: AsyncEngine, events: list[VerdictEvent], caplog: pytest.LogCaptureFixture
+) -> None:
+    middleware = SessionMiddleware(bare_app, engine=engine)
+    with caplog.at_level(logging.WARNING, logger="donjon.adapters"):
+        for client in ("absent", None, "absent"):
+            assert await _status(middleware, [FORGED], client) == 200
+    [record] = _adapter_records(caplog)
+    assert "trust_unix_socket=True" in record.getMessage()
+    assert [e.client for e in events] == [None, None, None]
+    other = SessionMiddleware(bare_app, engine=engine, proxy=Proxy(trusted=["10.0.0.0/8"]))
+    with caplog.at_level(logging.WARNING, logger="donjon.adapters"):
+        await _status(other, [FORGED])
+    assert len(_adapter_records(caplog)) == 2
+
+
+async def test_a_trusted_unix_socket_proxy_gives_the_forwarded_client(
+    engine: AsyncEngine, events: list[VerdictEvent], caplog: pytest.LogCaptureFixture
+) -> None:
+    middleware = SessionMiddleware(bare_app, engine=engine, proxy=Proxy(trust_unix_socket=True))
+    attacker = [FORGED, (b"x-forwarded-for", b"198.51.100.1, 203.0.113.9")]
+    with caplog.at_level(logging.WARNING, logger="donjon.adapters"):
+        statuses = [await _status(middleware, attacker) for _ in range(25)]
+    assert 429 in statuses, "forged cookies through the socket now lead to a lock-out"
+    assert events[0].client == "203.0.113.9"
+    innocent = [(b"x-forwarded-for", b"192.0.2.8")]
+    assert await _status(middleware, innocent) == 200
+    assert _adapter_records(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("::ffff:10.0.0.1", "203.0.113.9", "203.0.113.9"),
+        ("10.0.0.1", "203.0.113.9:5555", "203.0.113.9"),
+        ("10.0.0.1", "[2001:db8::1]:443", "2001:db8::/64"),  # the guard keys IPv6 by /64
+        ("::ffff:10.0.0.1", "203.0.113.9, ::ffff:10.0.0.2", "203.0.113.9"),
+    ],
+)
+async def test_mapped_peers_and_ports_in_forwarded_for(
+    engine: AsyncEngine, events: list[VerdictEvent], peer: str, forwarded: str, client: str
+) -> None:
+    middleware = SessionMiddleware(bare_app, engine=engine, proxy=Proxy(trusted=["10.0.0.0/8"]))
+    await _status(middleware, [FORGED, (b"x-forwarded-for", forwarded.encode())], (peer, 1))
+    assert [e.client for e in events] == [client]

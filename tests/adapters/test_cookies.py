@@ -1,14 +1,24 @@
-"""Reading the session cookie and the client key: every edge case is defined."""
+"""Reading the session cookie, the client key and ``next``: every edge case is defined."""
 
 from __future__ import annotations
+
+import logging
+import urllib.parse
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from donjon.adapters import Proxy, _cookies, find_cookie
-from donjon.adapters._common import ClientResolver, response_headers
+from donjon.adapters._common import (
+    ClientResolver,
+    parse_address,
+    refresh_location,
+    response_headers,
+    safe_next,
+)
 from donjon.adapters._cookies import MAX_COOKIE_HEADER, OVERSIZE, CookieLookup
+from donjon.config import CookiePolicy, TwoCredentials
 from donjon.errors import ConfigurationError
 
 NAME = "donjon"
@@ -68,6 +78,14 @@ class TestFindCookie:
 
     def test_value_with_equals_is_kept_whole(self) -> None:
         assert find_cookie([b"donjon=a=b=c"], NAME).value == "a=b=c"
+
+    @pytest.mark.parametrize("raw", [b'donjon=""', b'a=1; donjon=""; b=2', b'donjon = "" '])
+    def test_quoted_empty_value_is_empty_not_malformed(self, raw: bytes) -> None:
+        # Django writes a deleted cookie as donjon="", and its test client
+        # sends it back: no token, no attack (never counted by the guard).
+        found = find_cookie([raw], NAME)
+        assert found == CookieLookup(None, "empty")
+        assert found.presented, "it is still cleared"
 
     def test_empty_value_is_presented_but_absent(self) -> None:
         found = find_cookie([b"donjon="], NAME)
@@ -129,6 +147,211 @@ class TestClientResolver:
     def test_unknown_peer(self) -> None:
         resolver = ClientResolver(Proxy(trusted=["10.0.0.0/8"]))
         assert resolver.client(None, ["203.0.113.1"]) is None
+
+    def test_ipv4_mapped_peer_is_a_trusted_proxy(self) -> None:
+        # A dual-stack socket reports an IPv4 proxy as ::ffff:10.0.0.1.
+        resolver = ClientResolver(Proxy(trusted=["10.0.0.0/8"]))
+        assert resolver.client("::ffff:10.0.0.1", ["203.0.113.9"]) == "203.0.113.9"
+        assert resolver.is_secure("http", "::ffff:10.0.0.1", "https")
+
+    def test_ipv4_mapped_hops_are_unwrapped(self) -> None:
+        resolver = ClientResolver(Proxy(trusted=["10.0.0.0/8"]))
+        assert resolver.client("10.0.0.1", ["203.0.113.9, ::ffff:10.0.0.5"]) == "203.0.113.9"
+        assert resolver.client("10.0.0.1", ["::ffff:203.0.113.9"]) == "203.0.113.9"
+
+    @pytest.mark.parametrize(
+        ("hop", "client"),
+        [
+            ("203.0.113.9:5555", "203.0.113.9"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            (" 203.0.113.9:1 ", "203.0.113.9"),
+            ("203.0.113.9:", "10.0.0.1"),  # no port: not an address
+            ("203.0.113.9:x", "10.0.0.1"),
+            ("[2001:db8::1]x", "10.0.0.1"),
+            ("[2001:db8::1", "10.0.0.1"),
+        ],
+    )
+    def test_hops_with_ports(self, hop: str, client: str) -> None:
+        resolver = ClientResolver(Proxy(trusted=["10.0.0.0/8"]))
+        assert resolver.client("10.0.0.1", [hop]) == client
+
+    def test_trusted_proxy_hop_with_port_is_skipped(self) -> None:
+        resolver = ClientResolver(Proxy(trusted=["10.0.0.0/8"]))
+        assert resolver.client("10.0.0.1", ["203.0.113.9, 10.0.0.7:8080"]) == "203.0.113.9"
+
+    def test_missing_peer_trusted_as_unix_socket_reads_forwarded_for(self) -> None:
+        resolver = ClientResolver(Proxy(trust_unix_socket=True))
+        assert resolver.trusts_proxies
+        assert resolver.client(None, ["198.51.100.1, 203.0.113.9"]) == "203.0.113.9"
+        assert resolver.client(None, []) is None
+        assert resolver.is_secure("http", None, "https")
+        # A real peer is still not trusted unless listed.
+        assert resolver.client("198.51.100.7", ["203.0.113.9"]) == "198.51.100.7"
+
+    def test_missing_peer_without_trust_warns_once(self, caplog: pytest.LogCaptureFixture) -> None:
+        resolver = ClientResolver(Proxy(trusted=["10.0.0.0/8"]))
+        with caplog.at_level(logging.WARNING, logger="donjon.adapters"):
+            for _ in range(3):
+                assert resolver.client(None, ["203.0.113.9"]) is None
+            resolver.unknown_peer()
+        [record] = caplog.records
+        assert record.levelno == logging.WARNING
+        assert "trust_unix_socket=True" in record.getMessage()
+        other = ClientResolver(None)
+        with caplog.at_level(logging.WARNING, logger="donjon.adapters"):
+            other.unknown_peer()
+        assert len(caplog.records) == 2, "once per resolver (per middleware), not per process"
+
+    def test_missing_peer_is_not_worth_a_warning_without_a_guard(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.WARNING, logger="donjon.adapters"):
+            ClientResolver(None, guarded=False).unknown_peer()
+        assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("1.2.3.4", "1.2.3.4"),
+        ("1.2.3.4:80", "1.2.3.4"),
+        ("::ffff:1.2.3.4", "1.2.3.4"),
+        ("[::ffff:1.2.3.4]:80", "1.2.3.4"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("unknown", None),
+        ("", None),
+        ("1.2.3.4\x00", None),
+        ("x" * 10_000, None),
+    ],
+)
+def test_parse_address(text: str, address: str | None) -> None:
+    parsed = parse_address(text)
+    assert (str(parsed) if parsed is not None else None) == address
+
+
+class TestSafeNext:
+    @pytest.mark.parametrize(
+        ("query", "target"),
+        [
+            (b"next=/ok", "/ok"),
+            (b"a=1&next=/ok%3Fx%3D1&b=2", "/ok?x=1"),
+            (b"next=/caf%C3%A9", "/caf%C3%A9"),
+            (b"next=/caf%25C3%25A9", "/caf%C3%A9"),  # double-encoded by refresh_location
+            (b"next=/%C4%80", "/%C4%80"),
+            (b"next=/%FF", "/%FF"),  # invalid UTF-8: kept as the byte it is
+            (b"next=/\xc4\x80", "/%C4%80"),  # raw bytes in the query
+            ("next=/\xc4\x80".encode("latin-1"), "/%C4%80"),
+            ("next=/\u0100", "/%C4%80"),  # a str that is not Latin-1 does not crash
+            (b"next=/a%2Bb", "/a+b"),
+            (b"next=/a%22%3Cb%3E", "/a%22%3Cb%3E"),
+            (b"next=/%E2%80%A8x", "/%E2%80%A8x"),
+            (b"next=/ok&" + b"&".join(b"f%d=1" % i for i in range(500)), "/ok"),
+            (b"&".join(b"f%d=1" % i for i in range(500)) + b"&next=/ok", "/ok"),
+            (b"next=/x&next=/y", "/x"),
+        ],
+    )
+    def test_local_targets_come_out_as_ascii(self, query: bytes | str, target: str) -> None:
+        got = safe_next(query)
+        assert got == target
+        assert got.isascii()
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            b"",
+            b"next=",
+            b"nxt=/ok",
+            b"next=https://evil.example/",
+            b"next=//evil.example",
+            b"next=/%2F/evil.example",
+            b"next=%2F%2Fevil.example",
+            b"next=/\\evil.example",
+            b"next=/%5Cevil.example",
+            b"next=/%09/evil.example",
+            b"next=/a%0d%0aSet-Cookie:%20x=1",
+            b"next=/a%00",
+            b"next=/a%7F",
+            b"next=/a b",
+            b"next=/a+b",  # a form-encoded space
+            b"next=evil",
+            b"next=/" + b"a" * 3000,
+            b"next=/ok&pad=" + b"x" * 20_000,
+        ],
+    )
+    def test_anything_else_is_no_target(self, query: bytes) -> None:
+        assert safe_next(query) is None
+
+    def test_stray_percent_is_kept(self) -> None:
+        assert safe_next(b"next=/100%") == "/100%"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "location"),
+    [
+        (b"/count", b"x=1", "/r?next=%2Fcount%3Fx%3D1"),
+        (b"/count", b"", "/r?next=%2Fcount"),
+        ("/café".encode(), b"", "/r?next=%2Fcaf%25C3%25A9"),
+        ("/中文".encode(), b"", "/r?next=%2F%25E4%25B8%25AD%25E6%2596%2587"),
+        (b"/a?b#c%d", b"", "/r?next=%2Fa%253Fb%2523c%2525d"),
+        (b"/a", "q=\u00e9".encode("latin-1"), "/r?next=%2Fa%3Fq%3D%25E9"),
+    ],
+)
+def test_refresh_location_is_ascii_and_round_trips(
+    path: bytes, query: bytes, location: str
+) -> None:
+    where = refresh_location("/r", path, query)
+    assert where == location
+    # What the refresh path makes of it is the same request, encoded.
+    target = safe_next(where.partition("?")[2])
+    assert target is not None and target.isascii()
+    assert urllib.parse.unquote_to_bytes(target.partition("?")[0]) == path
+
+
+class TestCookiePolicyValues:
+    @pytest.mark.parametrize(
+        "path",
+        ["/\u4e2d", "/caf\u00e9", "/a\tb", "/a b", "/x\x7f", "/a;b", "/a,b", "/a=b", "/a\r\n", "x"],
+    )
+    def test_bad_path_is_refused(self, path: str) -> None:
+        with pytest.raises(ConfigurationError, match="cookie path"):
+            CookiePolicy(path=path)
+
+    @pytest.mark.parametrize(
+        "domain",
+        ["", "\u4e2d.example", "a=b", "ex\tample.com", "a b", "a;b", "a,b", "x\x00"],
+    )
+    def test_bad_domain_is_refused(self, domain: str) -> None:
+        with pytest.raises(ConfigurationError, match="cookie domain"):
+            CookiePolicy(domain=domain)
+
+    @pytest.mark.parametrize(
+        "name", ["", "a b", "a;b", "a=b", "a,b", "\u00e9", "a\x00", "__Host-x", "a\"b", "x" * 65]
+    )
+    def test_bad_name_is_refused(self, name: str) -> None:
+        with pytest.raises(ConfigurationError, match="cookie name"):
+            CookiePolicy(name=name)
+
+    def test_good_values_are_kept(self) -> None:
+        policy = CookiePolicy(path="/app/v1.2~x", domain=".example.com", secure=False)
+        assert policy.header("t", max_age=1).startswith(
+            "donjon=t; Path=/app/v1.2~x; Domain=.example.com;"
+        )
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"refresh_path": "/r\u00e9"}, "refresh_path"),
+            ({"refresh_path": "/r?x=1"}, "refresh_path"),
+            ({"refresh_path": "/r;x"}, "refresh_path"),
+            ({"refresh_path": "/r%20"}, "refresh_path"),
+            ({"refresh_name": "a b"}, "refresh cookie name"),
+            ({"refresh_name": "__Host-r"}, "refresh cookie name"),
+        ],
+    )
+    def test_two_credentials_values(self, kwargs: dict[str, str], match: str) -> None:
+        with pytest.raises(ConfigurationError, match=match):
+            TwoCredentials(**kwargs)  # type: ignore[arg-type]
 
     def test_bad_proxy_address_is_a_configuration_error(self) -> None:
         with pytest.raises(ConfigurationError, match="not an address"):

@@ -3,12 +3,18 @@
 Settings are configured once, here (no conftest): the URLconf is this
 module's, which serves the example app's views (``examples.django_app``) and
 a few test views. Each test gets its own engine with ``override_settings``.
+``django.contrib.auth`` is installed, on a SQLite file in a temporary
+folder (a file, not ``:memory:``: async views reach it from another thread),
+so that its ``login``/``logout``/``auser`` run against the donjon session.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import django
@@ -31,7 +37,13 @@ if not settings.configured:
         ALLOWED_HOSTS=["testserver"],
         SECRET_KEY="django-test-secret-not-for-production-0123456789abcdef",
         ROOT_URLCONF=__name__,
-        INSTALLED_APPS=[],
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"],
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": str(Path(tempfile.mkdtemp(prefix="donjon-django-")) / "db.sqlite3"),
+            }
+        },
         MIDDLEWARE=[
             "django.middleware.security.SecurityMiddleware",
             "donjon.adapters.django.SessionMiddleware",
@@ -42,9 +54,17 @@ if not settings.configured:
     )
     django.setup()
 
+from django.contrib import auth  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse  # noqa: E402
-from django.test import Client, override_settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.http import (  # noqa: E402
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
 from examples import django_app  # noqa: E402
 
@@ -112,8 +132,46 @@ def effect(request: HttpRequest) -> HttpResponse:
     return HttpResponse("done")
 
 
+BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+def auth_login(request: HttpRequest, name: str) -> JsonResponse:
+    auth.login(request, User.objects.get(username=name), backend=BACKEND)
+    return JsonResponse({"user": name, "keys": sorted(request.session.keys())})
+
+
+def auth_logout(request: HttpRequest) -> JsonResponse:
+    auth.logout(request)
+    return JsonResponse({})
+
+
+def auth_who(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"user": request.user.get_username() or None})
+
+
+async def auth_alogin(request: HttpRequest, name: str) -> JsonResponse:
+    await auth.alogin(request, await User.objects.aget(username=name), backend=BACKEND)
+    return JsonResponse({"user": name})
+
+
+async def auth_alogout(request: HttpRequest) -> JsonResponse:
+    await auth.alogout(request)
+    return JsonResponse({})
+
+
+async def auth_awho(request: HttpRequest) -> JsonResponse:
+    user = await request.auser()  # type: ignore[attr-defined]
+    return JsonResponse({"user": user.get_username() or None})
+
+
 urlpatterns = [
     *django_app.urlpatterns,
+    path("auth/login/<name>", auth_login),
+    path("auth/logout", auth_logout),
+    path("auth/who", auth_who),
+    path("auth/alogin/<name>", auth_alogin),
+    path("auth/alogout", auth_alogout),
+    path("auth/awho", auth_awho),
     path("probe", probe),
     path("cycle", cycle),
     path("flush", flush),
@@ -193,9 +251,10 @@ def test_login_whoami_logout(client: Client) -> None:
     assert cleared.value == ""
     assert cleared["max-age"] == 0
     assert logout["Cache-Control"] == "no-store"
+    assert cleared.OutputString().startswith(f"{NAME}=;"), "an empty value, not \"\""
     # Django's test client keeps a deleted cookie as an empty value (a
-    # browser drops it); donjon reads an empty value as malformed.
-    assert client.get("/whoami").json() == {"user": None, "verdict": "malformed"}
+    # browser drops it): no token, no attack.
+    assert client.get("/whoami").json() == {"user": None, "verdict": "absent"}
     # The logged-out cookie is dead.
     assert with_cookie("/whoami", token).json() == {"user": None, "verdict": "unknown"}
 
@@ -385,3 +444,182 @@ def test_trusted_proxies_setting(engine: Engine) -> None:
 def test_get_session_without_the_middleware_raises() -> None:
     with pytest.raises(LookupError, match="MIDDLEWARE"):
         get_session(HttpRequest())
+
+
+def test_a_kept_deleted_cookie_is_never_counted_as_an_attack(client: Client) -> None:
+    client.post("/login", {"user": "alice"})
+    client.post("/logout")
+    # The test client (like some real clients) keeps sending donjon="".
+    statuses = [client.get("/whoami").status_code for _ in range(25)]
+    assert statuses == [200] * 25, "no lock-out"
+    fresh = Client()
+    fresh.cookies[NAME] = ""
+    assert fresh.get("/whoami").json() == {"user": None, "verdict": "absent"}
+
+
+def test_two_credential_engine_is_refused() -> None:
+    from donjon.config import TwoCredentials
+    from donjon.errors import ConfigurationError
+
+    engine = Engine(
+        keyring=KeyRing.generate(), store=MemoryStore(),
+        two_credentials=TwoCredentials(access_ttl=60),
+    )
+    with (
+        override_settings(DONJON_ENGINE=engine),
+        pytest.raises(ConfigurationError, match=r"wsgi\.SessionMiddleware"),
+    ):
+        SessionMiddleware(lambda request: HttpResponse())
+
+
+# -- django.contrib.auth on the donjon session ---------------------------------
+AUTH_MIDDLEWARE = [
+    *settings.MIDDLEWARE,
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+
+@pytest.fixture(scope="module")
+def users() -> None:
+    call_command("migrate", verbosity=0)
+    for name in ("alice", "bob"):
+        User.objects.get_or_create(username=name)
+
+
+@pytest.fixture
+def auth_settings(users: None, engine: Engine) -> Iterator[None]:
+    with override_settings(MIDDLEWARE=AUTH_MIDDLEWARE):
+        yield
+
+
+@pytest.mark.usefixtures("auth_settings")
+def test_auth_login_switching_users_gives_a_new_session() -> None:
+    client = Client()
+    assert client.get("/auth/who").json() == {"user": None}
+    alice = client.get("/auth/login/alice")
+    assert alice.json()["keys"] == ["_auth_user_backend", "_auth_user_hash", "_auth_user_id"]
+    alice_token = token_of(alice)
+    assert client.get("/auth/who").json() == {"user": "alice"}
+    # Django's login() flushes another user's session, then sets its keys.
+    bob = client.get("/auth/login/bob")
+    assert bob.json()["keys"] == ["_auth_user_backend", "_auth_user_hash", "_auth_user_id"]
+    bob_token = token_of(bob)
+    assert bob_token != alice_token
+    assert client.get("/auth/who").json() == {"user": "bob"}
+    assert with_cookie("/whoami", alice_token).json()["verdict"] == "unknown"
+    # Logging in again as the same user keeps the session, as in Django.
+    assert morsel(client.get("/auth/login/bob")) is None
+    assert client.get("/auth/who").json() == {"user": "bob"}
+
+
+@pytest.mark.usefixtures("auth_settings")
+def test_auth_logout() -> None:
+    client = Client()
+    token = token_of(client.get("/auth/login/alice"))
+    logout = client.get("/auth/logout")
+    assert morsel(logout)["max-age"] == 0
+    assert client.get("/auth/who").json() == {"user": None}
+    assert with_cookie("/whoami", token).json()["verdict"] == "unknown"
+
+
+@pytest.mark.usefixtures("auth_settings")
+async def test_async_auth_alogin_auser_alogout() -> None:
+    client = AsyncClient()
+    assert (await client.get("/auth/awho")).json() == {"user": None}
+    alice = token_of(await client.get("/auth/alogin/alice"))
+    assert (await client.get("/auth/awho")).json() == {"user": "alice"}
+    bob = token_of(await client.get("/auth/alogin/bob"))
+    assert bob != alice
+    assert (await client.get("/auth/awho")).json() == {"user": "bob"}
+    await client.get("/auth/alogout")
+    assert (await client.get("/auth/awho")).json() == {"user": None}
+
+
+# -- the rest of Django's session API -------------------------------------------
+def _view(engine: Engine, **kwargs: Any) -> DjangoSession:
+    return DjangoSession(Session(**kwargs), engine=engine)
+
+
+def test_session_key_is_the_record_id(engine: Engine) -> None:
+    assert _view(engine).session_key is None
+    assert _view(engine, session_id="abc").session_key == "abc"
+
+
+def test_test_cookie(engine: Engine) -> None:
+    view = _view(engine)
+    assert not view.test_cookie_worked()
+    view.set_test_cookie()
+    assert view.test_cookie_worked()
+    assert dict(view.donjon) == {"testcookie": "worked"}
+    view.delete_test_cookie()
+    assert not view.test_cookie_worked()
+
+
+def test_expiry_follows_the_absolute_timeout(engine: Engine) -> None:
+    absolute = int(engine.core.timeouts.absolute)
+    now = engine.core.now()
+    assert _view(engine).get_expiry_age() == absolute, "a new session gets it all"
+    loaded = _view(engine, session_id="abc", expires_at=now + 100.5)
+    assert loaded.get_expiry_age() == 101
+    assert loaded.get_expiry_date() == datetime.fromtimestamp(now + 101, tz=UTC)
+    assert loaded.get_session_cookie_age() == absolute
+    loaded.login("alice")  # a login starts the absolute timeout again
+    assert loaded.get_expiry_age() == absolute
+    assert _view(engine, session_id="abc", expires_at=now - 5).get_expiry_age() == 0
+    assert _view(engine).get_expire_at_browser_close() is False
+    engine2, _ = make_engine(CookiePolicy(secure=False, persistent=False))
+    assert _view(engine2).get_expire_at_browser_close() is True
+
+
+def test_set_expiry_names_the_donjon_way(engine: Engine) -> None:
+    view = _view(engine)
+    view.set_expiry(None)  # the default policy: nothing to do
+    for value in (0, 300, datetime.now(tz=UTC)):
+        with pytest.raises(NotImplementedError, match=r"Timeouts\(idle=.*persistent=False"):
+            view.set_expiry(value)
+
+
+async def test_save_names_the_donjon_way(engine: Engine) -> None:
+    view = _view(engine)
+    with pytest.raises(NotImplementedError, match="saves the session once"):
+        view.save()
+    with pytest.raises(NotImplementedError, match="saves the session once"):
+        await view.asave()
+
+
+def test_expiry_without_an_engine_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="needs the engine"):
+        DjangoSession(Session()).get_expiry_age()
+
+
+async def test_async_api(engine: Engine) -> None:
+    view = _view(engine, session_id="abc", data={"a": 1})
+    assert await view.aget("a") == 1
+    assert await view.aget("zz", 2) == 2
+    await view.aset("b", 2)
+    assert await view.asetdefault("b", 3) == 2
+    assert await view.asetdefault("c", 3) == 3
+    assert await view.ahas_key("c")
+    assert await view.apop("c") == 3
+    assert await view.apop("c", None) is None
+    with pytest.raises(KeyError):
+        await view.apop("c")
+    await view.aupdate({"d": 4})
+    assert sorted(await view.akeys()) == ["a", "b", "d"]
+    assert sorted(await view.avalues()) == [1, 2, 4]
+    assert sorted(await view.aitems()) == [("a", 1), ("b", 2), ("d", 4)]
+    await view.aset_test_cookie()
+    assert await view.atest_cookie_worked()
+    await view.adelete_test_cookie()
+    assert await view.aget_expiry_age() == int(engine.core.timeouts.absolute)
+    assert isinstance(await view.aget_expiry_date(), datetime)
+    assert await view.aget_expire_at_browser_close() is False
+    with pytest.raises(NotImplementedError):
+        await view.aset_expiry(0)
+    await view.acycle_key()
+    assert view.regenerated
+    await view.aflush()
+    assert view.destroyed and dict(view.donjon) == {}
+    view2 = _view(engine, session_id="x", data={"a": 1})
+    await view2.aclear()
+    assert view2.destroyed

@@ -19,9 +19,10 @@ from .test_asgi import AppSuite, fresh_engine
 class TestFastAPI(AppSuite):
     example = "fastapi_app"
 
-    async def test_login_form_is_validated(self, client: httpx.AsyncClient) -> None:
-        response = await client.post("/login", data={"user": ""})
-        assert response.status_code == 422
+    async def test_login_without_a_form_is_400(self, client: httpx.AsyncClient) -> None:
+        response = await client.post("/login", json={"user": "ann"})
+        assert response.status_code == 400
+        assert response.json() == {"error": "form field 'user' is required"}
         assert response.headers.get_list("set-cookie") == []
 
 

@@ -20,8 +20,9 @@ from werkzeug.test import TestResponse
 
 from donjon import KeyRing, StoreUnavailable, Verdict
 from donjon.adapters.flask import FlaskSession, SessionInterface, current_session, init_app
-from donjon.config import CookiePolicy
+from donjon.config import CookiePolicy, TwoCredentials
 from donjon.engine import AsyncEngine, Engine
+from donjon.errors import ConfigurationError
 from donjon.session import Session
 from donjon.stores import MemoryStore
 
@@ -350,3 +351,50 @@ def test_init_app_registers_the_interface(engine: Engine) -> None:
     assert app.session_interface is interface
     assert app.extensions["donjon"] is interface
     assert interface.get_cookie_name(app) == engine.cookie.cookie_name
+
+
+# -- session.clear() is a logout ----------------------------------------------
+def test_session_clear_logs_out(app: flask.Flask, client: FlaskClient) -> None:
+    @app.post("/clear")
+    def clear() -> str:
+        flask.session.clear()
+        return "bye"
+
+    token = token_of(client.post("/login", data={"user": "alice"}))
+    client.get("/count")
+    resp = client.post("/clear")
+    (cleared,) = set_cookies(resp)
+    assert "max-age=0" in cookie_attributes(cleared)[2]
+    assert client.get("/whoami").json == {"user": None, "verdict": "absent"}
+    # The old cookie is dead, not just emptied: no user, no data.
+    assert with_cookie(app, "/whoami", token).json == {"user": None, "verdict": "unknown"}
+    assert with_cookie(app, "/count", token).json == {"n": 1}
+
+
+def test_keys_set_after_clear_start_a_new_session(app: flask.Flask, client: FlaskClient) -> None:
+    @app.post("/clear-and-flash")
+    def clear_and_flash() -> str:
+        flask.session.clear()
+        flask.session["flash"] = "logged out"
+        return "bye"
+
+    @app.get("/flash")
+    def flash() -> dict[str, Any]:
+        return {"flash": flask.session.get("flash"), "user": current_session().user_id}
+
+    old = token_of(client.post("/login", data={"user": "alice"}))
+    new = token_of(client.post("/clear-and-flash"))
+    assert new != old
+    assert client.get("/flash").json == {"flash": "logged out", "user": None}
+    assert with_cookie(app, "/whoami", old).json == {"user": None, "verdict": "unknown"}
+
+
+def test_init_app_refuses_a_two_credential_engine() -> None:
+    engine = Engine(
+        keyring=KeyRing.generate(), store=MemoryStore(),
+        two_credentials=TwoCredentials(access_ttl=60),
+    )
+    with pytest.raises(ConfigurationError, match=r"wsgi\.SessionMiddleware"):
+        init_app(flask.Flask(__name__), engine)
+    with pytest.raises(ConfigurationError, match="refresh path"):
+        SessionInterface(engine)

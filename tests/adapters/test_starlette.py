@@ -76,3 +76,64 @@ def test_missing_starlette_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "pip install 'donjon[starlette]'" in out.stdout
+
+
+# -- session.clear() is a logout ----------------------------------------------
+
+
+async def _login(request: Request) -> JSONResponse:
+    session_of(request).login("alice")
+    request.session["n"] = 1
+    return JSONResponse({})
+
+
+async def _clear(request: Request) -> JSONResponse:
+    request.session.clear()
+    if "flash" in request.query_params:
+        request.session["flash"] = "logged out"
+    return JSONResponse({})
+
+
+async def _who(request: Request) -> JSONResponse:
+    session = session_of(request)
+    return JSONResponse(
+        {"user": session.user_id, "verdict": session.verdict.value, "data": dict(session)}
+    )
+
+
+def _clear_app() -> Starlette:
+    routes = [
+        Route("/login", _login, methods=["POST"]),
+        Route("/clear", _clear, methods=["POST"]),
+        Route("/who", _who),
+    ]
+    middleware = [Middleware(SessionMiddleware, engine=fresh_engine())]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+async def test_session_clear_logs_out() -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=_clear_app()), base_url="http://testserver"
+    ) as client:
+        await client.post("/login")
+        token = client.cookies["donjon"]
+        response = await client.post("/clear")
+        [cleared] = response.headers.get_list("set-cookie")
+        assert cleared.startswith("donjon=;") and "Max-Age=0" in cleared
+        assert (await client.get("/who")).json() == {"user": None, "verdict": "absent", "data": {}}
+        client.cookies.clear()
+        replay = await client.get("/who", headers={"cookie": f"donjon={token}"})
+        assert replay.json() == {"user": None, "verdict": "unknown", "data": {}}
+
+
+async def test_keys_set_after_clear_start_a_new_session() -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=_clear_app()), base_url="http://testserver"
+    ) as client:
+        await client.post("/login")
+        old = client.cookies["donjon"]
+        await client.post("/clear?flash=1")
+        assert client.cookies["donjon"] != old
+        assert (await client.get("/who")).json() == {
+            "user": None, "verdict": "valid", "data": {"flash": "logged out"},
+        }

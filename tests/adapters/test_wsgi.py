@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -403,3 +404,56 @@ def test_an_async_engine_is_refused_at_start_up() -> None:
 def test_get_session_without_the_middleware_raises() -> None:
     with pytest.raises(LookupError, match="SessionMiddleware"):
         get_session({})
+
+
+# -- requests without a peer address (a server on a Unix socket) ----------------
+FORGED = f"{NAME}=v1.user.k1.AAAA.BBBB"
+
+
+def _status(app: SessionMiddleware, environ: dict[str, Any]) -> str:
+    got: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        got.append(status)
+        return lambda data: None
+
+    base = {"REQUEST_METHOD": "GET", "PATH_INFO": "/whoami", "HTTP_COOKIE": FORGED}
+    for _ in app({**base, **environ}, start_response):
+        pass
+    return got[0]
+
+
+def test_without_remote_addr_the_guard_warns_once_per_middleware(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str | None] = []
+    engine.core.events.add(lambda event: seen.append(event.client))
+    middleware = SessionMiddleware(bare_app, engine=engine)
+    with caplog.at_level(logging.WARNING, logger="donjon.adapters"):
+        for environ in ({}, {"REMOTE_ADDR": ""}, {}):
+            assert _status(middleware, environ) == "200 OK"
+    [record] = [r for r in caplog.records if r.name == "donjon.adapters"]
+    assert "trust_unix_socket=True" in record.getMessage()
+    assert seen == [None, None, None]
+
+
+def test_a_trusted_unix_socket_proxy_gives_the_forwarded_client(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str | None] = []
+    engine.core.events.add(lambda event: seen.append(event.client))
+    middleware = SessionMiddleware(bare_app, engine=engine, proxy=Proxy(trust_unix_socket=True))
+    attacker = {"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "198.51.100.1, 203.0.113.9"}
+    with caplog.at_level(logging.WARNING, logger="donjon.adapters"):
+        statuses = [_status(middleware, attacker) for _ in range(25)]
+    assert statuses[-1].startswith("429"), "forged cookies through the socket lead to a lock-out"
+    assert seen[0] == "203.0.113.9"
+    innocent = {"HTTP_X_FORWARDED_FOR": "192.0.2.8", "HTTP_COOKIE": ""}
+    assert _status(middleware, innocent) == "200 OK"
+    assert [r for r in caplog.records if r.name == "donjon.adapters"] == []
+
+
+def test_ipv4_mapped_remote_addr_is_a_trusted_proxy(engine: Engine) -> None:
+    middleware = SessionMiddleware(bare_app, engine=engine, proxy=Proxy(trusted=["10.0.0.0/8"]))
+    environ = {"REMOTE_ADDR": "::ffff:10.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9:5555"}
+    assert middleware.client_of(environ) == "203.0.113.9"

@@ -1041,3 +1041,12 @@ def test_from_file_warns_when_others_can_read_the_key_file(
     assert bool(warnings) is warns
     for record in warnings:
         assert_no_leak([record.getMessage()], fixed_secret("user/k1"))
+
+
+def test_a_failed_save_leaves_no_secrets_behind(tmp_path: Path) -> None:
+    ring = KeyRing.generate()
+    target = tmp_path / "keys.json"
+    target.mkdir()  # os.replace cannot put a file over a folder
+    with pytest.raises(OSError):
+        ring.save(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["keys.json"], "no temporary file is left"

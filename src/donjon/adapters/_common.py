@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ __all__ = [
 ]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+log = logging.getLogger("donjon.adapters")
 
 ERROR_BODIES: Final[dict[int, bytes]] = {
     429: b'{"error":"too many requests"}',
@@ -36,10 +40,24 @@ class Proxy:
     client from ``X-Forwarded-For`` (the right-most address not itself a
     trusted proxy) and the scheme from ``X-Forwarded-Proto`` — like
     express-session's ``proxy``/``trust proxy`` settings.
+
+    A server listening on a Unix socket (``uvicorn --uds``, ``gunicorn
+    --bind unix:...``) gives no peer address at all: the guard then cannot
+    tell clients apart, and the middleware logs a warning once. When only
+    your reverse proxy can reach that socket, set ``trust_unix_socket=True``
+    so that the client is read from ``X-Forwarded-For`` there too.
+
+    .. versionchanged:: 0.1.0
+       ``trust_unix_socket``; IPv4-mapped peers (``::ffff:10.0.0.1``) match
+       IPv4 networks, and ``X-Forwarded-For`` hops may carry a port.
     """
 
     trusted: Collection[str] = field(default_factory=tuple)
     """Addresses or CIDR networks of trusted proxies, e.g. ``("10.0.0.0/8",)``."""
+    trust_unix_socket: bool = False
+    """Trust a request without a peer address (a Unix-socket server) as coming
+    from a proxy. Only safe when nothing but your reverse proxy can connect to
+    the socket, and that proxy sets ``X-Forwarded-For``."""
 
     def networks(self) -> tuple[_Network, ...]:
         """The trusted proxies as networks."""
@@ -52,49 +70,109 @@ class Proxy:
         return tuple(out)
 
 
+def parse_address(text: str) -> _Address | None:
+    """Parse one address as proxies write it, or return ``None``.
+
+    Accepts ``1.2.3.4``, ``1.2.3.4:5555``, ``2001:db8::1``,
+    ``[2001:db8::1]`` and ``[2001:db8::1]:443``. An IPv4-mapped IPv6 address
+    (``::ffff:10.0.0.1``, what a dual-stack socket reports for an IPv4 peer)
+    is returned as the IPv4 address.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            return None
+        text = host
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not port.isdigit():
+            return None
+        text = host
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 @final
 class ClientResolver:
-    """Turns a peer address and forwarding headers into the guard's client key."""
+    """Turns a peer address and forwarding headers into the guard's client key.
 
-    __slots__ = ("_nets",)
+    One resolver belongs to one middleware instance: the warning about
+    requests without a peer address is logged once per resolver.
+    """
 
-    def __init__(self, proxy: Proxy | None) -> None:
-        self._nets = (proxy or Proxy()).networks()
+    __slots__ = ("_guarded", "_nets", "_trust_unix", "_warned")
+
+    def __init__(self, proxy: Proxy | None, *, guarded: bool = True) -> None:
+        proxy = proxy or Proxy()
+        self._nets = proxy.networks()
+        self._trust_unix = proxy.trust_unix_socket
+        self._guarded = guarded
+        self._warned = False
 
     @property
     def trusts_proxies(self) -> bool:
-        """Whether any proxy is trusted."""
-        return bool(self._nets)
+        """Whether any proxy is trusted (an address, a network or the Unix socket)."""
+        return bool(self._nets) or self._trust_unix
 
-    def _trusted(self, addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._nets)
+    def _trusted(self, addr: str | None) -> bool:
+        if addr is None:
+            return self._trust_unix
+        ip = parse_address(addr)
+        return ip is not None and any(ip in net for net in self._nets)
+
+    def unknown_peer(self) -> None:
+        """Note a request without a peer address that no setting vouches for.
+
+        The first call logs a WARNING (when the engine has a guard): without
+        a client address the guard counts nothing, so forged cookies never
+        lead to a lock-out.
+        """
+        if self._warned or not self._guarded:
+            return
+        self._warned = True
+        log.warning(
+            "donjon: a request came without a client address (a server on a Unix "
+            "socket?): the guard cannot tell clients apart and locks nobody out. "
+            "If only your reverse proxy reaches this server, pass "
+            "proxy=Proxy(trust_unix_socket=True) to read X-Forwarded-For."
+        )
 
     def client(self, peer: str | None, forwarded_for: Iterable[str]) -> str | None:
         """Return the client address for a request.
 
-        Headers are consulted only when the peer itself is a trusted proxy;
-        otherwise a forged ``X-Forwarded-For`` changes nothing.
+        Headers are consulted only when the peer itself is a trusted proxy
+        (or, with ``trust_unix_socket``, when there is no peer address);
+        otherwise a forged ``X-Forwarded-For`` changes nothing. The
+        right-most hop that is not a trusted proxy is the client; a hop that
+        is no address gives the peer.
         """
-        if not self._nets or peer is None or not self._trusted(peer):
+        if not self.trusts_proxies or not self._trusted(peer):
+            if peer is None:
+                self.unknown_peer()
             return peer
-        hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+        hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
         for hop in reversed(hops):
-            if not self._trusted(hop):
-                try:
-                    return str(ipaddress.ip_address(hop))
-                except ValueError:
-                    return peer
-        return hops[0] if hops else peer
+            ip = parse_address(hop)
+            if ip is None:
+                return peer
+            if not any(ip in net for net in self._nets):
+                return str(ip)
+        if hops:
+            first = parse_address(hops[0])
+            return str(first) if first is not None else peer
+        return peer
 
     def is_secure(self, scheme: str, peer: str | None, forwarded_proto: str | None) -> bool:
         """Whether the client's connection is HTTPS (directly or via a trusted proxy)."""
         if scheme in ("https", "wss"):
             return True
-        if forwarded_proto and peer is not None and self._nets and self._trusted(peer):
+        if forwarded_proto and self.trusts_proxies and self._trusted(peer):
             return forwarded_proto.split(",")[0].strip().lower() == "https"
         return False
 
@@ -111,27 +189,74 @@ def response_headers(set_cookie: str | Sequence[str] | None) -> list[tuple[str, 
     return [*(("set-cookie", v) for v in values), ("cache-control", "no-store")]
 
 
-def safe_next(query: str) -> str | None:
+_NEXT_MAX: Final = 2048
+"""Longest ``next`` target followed, in bytes."""
+_QUERY_MAX: Final = 16 * 1024
+"""Longest query string searched for ``next``."""
+_LOCATION_SAFE: Final = "/?&=%#:@!$'()*+,;[]~"
+"""What stays as is in a redirect target; everything else is percent-encoded."""
+_PATH_SAFE: Final = "/:@!$&'()*+,;=~"
+"""What stays as is when a decoded path is encoded again (``?``, ``#`` and ``%`` do not)."""
+
+
+def as_bytes(text: str | bytes, encoding: str = "latin-1") -> bytes:
+    """The bytes behind a header or environ string, never raising.
+
+    WSGI strings carry bytes as Latin-1 (PEP 3333); ASGI paths are UTF-8
+    text. A string that is not what it should be is encoded as UTF-8, with
+    what cannot be encoded replaced.
+    """
+    if isinstance(text, bytes):
+        return text
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+def safe_next(query: str | bytes) -> str | None:
     """The ``next`` parameter of a query string when it is a local path, else ``None``.
 
-    Only paths on this site are followed (``/x``, never ``//host`` or
-    ``https://host``): the refresh path is no open redirect.
+    Only paths on this site are followed (``/x``, never ``//host``,
+    ``/\\host`` or ``https://host``): the refresh path is no open redirect.
+    The result is pure ASCII, ready for a ``Location`` header: the target's
+    bytes are kept, and any byte outside printable ASCII is percent-encoded
+    (``/%C4%80``). Never raises, whatever the query holds (bad escapes,
+    invalid UTF-8, thousands of fields): anything odd is no target.
     """
-    for value in urllib.parse.parse_qs(query, max_num_fields=20).get("next", [])[:1]:
+    raw = as_bytes(query)
+    if len(raw) > _QUERY_MAX:
+        return None
+    for field_ in raw.split(b"&"):
+        name, sep, value = field_.partition(b"=")
+        if not sep or urllib.parse.unquote_to_bytes(name.replace(b"+", b" ")) != b"next":
+            continue
+        target = urllib.parse.unquote_to_bytes(value.replace(b"+", b" "))
         if (
-            value.startswith("/")
-            and not value.startswith("//")
-            and "\\" not in value
-            and not any(ord(c) < 0x21 or c == "\x7f" for c in value)
-            and len(value) <= 2048
+            target.startswith(b"/")
+            and not target.startswith(b"//")
+            and b"\\" not in target
+            and not any(c < 0x21 or c == 0x7F for c in target)
+            and len(target) <= _NEXT_MAX
         ):
-            return value
+            return urllib.parse.quote_from_bytes(target, safe=_LOCATION_SAFE)
+        return None
     return None
 
 
-def refresh_location(refresh_path: str, path: str, query: str) -> str:
-    """Where to send a browser whose access credential has expired."""
-    target = path + (f"?{query}" if query else "")
+def refresh_location(refresh_path: str, path: bytes, query: bytes) -> str:
+    """Where to send a browser whose access credential has expired (pure ASCII).
+
+    Args:
+        refresh_path: The refresh path of the engine's
+            :class:`~donjon.config.TwoCredentials`.
+        path: The request's path, percent-decoded, as bytes (WSGI:
+            ``PATH_INFO`` as Latin-1; ASGI: ``path`` as UTF-8).
+        query: The raw query string.
+    """
+    target = urllib.parse.quote_from_bytes(path, safe=_PATH_SAFE)
+    if query:
+        target += "?" + urllib.parse.quote_from_bytes(query, safe=_LOCATION_SAFE)
     return f"{refresh_path}?next={urllib.parse.quote(target, safe='')}"
 
 

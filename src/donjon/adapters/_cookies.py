@@ -39,8 +39,9 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
     * a joined header over :data:`MAX_COOKIE_HEADER` bytes is not parsed: the
       result carries ``problem="header_too_large"`` and a stand-in value that
       the engine rejects as MALFORMED (``too_long``) before any other work;
-    * an empty value (a deleted cookie some clients still send) counts as no
-      cookie — not an attack — and is cleared again;
+    * an empty value (a deleted cookie some clients still send), or ``""``
+      (the same, quoted, as Django writes it), counts as no cookie — not an
+      attack — and is cleared again;
     * pairs without ``=`` and empty names are skipped; whitespace around a
       name or value is trimmed; the value is taken as is (no unquoting, no
       percent-decoding: a token never needs either);
@@ -83,7 +84,7 @@ def _pick(joined: str, name: str) -> CookieLookup:
         if not sep or key.strip() != name:
             return ABSENT
         value = value.strip()
-        return CookieLookup(value) if value else CookieLookup(None, "empty")
+        return CookieLookup(value) if value and value != '""' else CookieLookup(None, "empty")
     found: str | None = None
     duplicate = False
     for pair in joined.split(";"):
@@ -97,8 +98,9 @@ def _pick(joined: str, name: str) -> CookieLookup:
             break
     if found is None:
         return ABSENT
-    if not found:
+    if not found or found == '""':
         # An empty value is a deleted cookie some clients keep sending: not an
-        # attack. It is treated as absent, and cleared again.
+        # attack. It is treated as absent, and cleared again. '""' is the
+        # same, quoted (Django writes a deleted cookie so).
         return CookieLookup(None, "empty")
     return CookieLookup(found, "duplicate" if duplicate else None)

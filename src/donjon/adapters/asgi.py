@@ -18,6 +18,7 @@ from ._common import (
     REFRESH_REQUIRED,
     ClientResolver,
     Proxy,
+    as_bytes,
     refresh_location,
     response_headers,
     safe_next,
@@ -106,6 +107,17 @@ class SessionMiddleware:
       ``Cache-Control: no-store`` (replacing the app's), so no shared cache
       keeps a token; an untouched new session sends no cookie at all.
 
+    In the two-credential mode the middleware also answers the refresh
+    path: ``204``, or ``303`` to a local ``next`` (its ``Location`` always
+    pure ASCII); ``401`` when the refresh credential is bad; ``429`` with no
+    cookie touched when the client is locked out. Nothing about the request
+    can make that answer fail once the refresh credential is rotated.
+
+    A scope without ``client`` (a server on a Unix socket) gives the guard
+    no client to count: a WARNING says so once per middleware, unless
+    ``Proxy(trust_unix_socket=True)`` reads the client from
+    ``X-Forwarded-For``.
+
     Cookie header edge cases (duplicates: the first wins; over 16 KiB: not
     parsed, MALFORMED) are those of :func:`~donjon.adapters.find_cookie`.
     WebSocket connections get the session **read-only**: it is loaded and
@@ -136,7 +148,7 @@ class SessionMiddleware:
             )
         self.app = app
         self.engine = engine
-        self._resolver = ClientResolver(proxy)
+        self._resolver = ClientResolver(proxy, guarded=engine.core.guard is not None)
         self._binding = binding
         self._cookie_name = engine.cookie.cookie_name
         self._proxied = self._resolver.trusts_proxies
@@ -154,6 +166,8 @@ class SessionMiddleware:
         peer = scope.get("client")
         addr = peer[0] if peer else None
         if not self._resolver.trusts_proxies:
+            if addr is None:
+                self._resolver.unknown_peer()
             return addr
         xff = [v.decode("latin-1") for v in _header(scope, b"x-forwarded-for")]
         return self._resolver.client(addr, xff)
@@ -176,7 +190,11 @@ class SessionMiddleware:
             client = self.client_of(scope)
         else:
             peer = scope.get("client")
-            client = peer[0] if peer else None
+            if peer:
+                client = peer[0]
+            else:
+                client = None
+                self._resolver.unknown_peer()
         try:
             session = await self.engine.load(
                 lookup.value, binding=binding, client=client, path=scope.get("path")
@@ -207,27 +225,36 @@ class SessionMiddleware:
         await self.app(scope, receive, self._sender(send, session, lookup.presented, binding))
 
     async def _refresh(self, scope: Scope, send: Send) -> None:
-        """Answer the refresh path: one store call, new access and refresh cookies."""
+        """Answer the refresh path: one store call, new access and refresh cookies.
+
+        Everything that depends on the request (the cookie, the client, the
+        ``next`` target) is worked out before the refresh credential is
+        rotated: once it is, nothing may keep the new cookies from the client.
+        """
         refresh = self.engine.refresh_cookie
         assert refresh is not None  # noqa: S101 - only called in the two-credential mode
         token = find_cookie(_header(scope, b"cookie"), refresh.cookie_name).value
+        target = safe_next(scope.get("query_string", b""))
+        client = self.client_of(scope)
         try:
-            outcome = await self.engine.refresh(
-                token, client=self.client_of(scope), path=scope.get("path")
-            )
+            outcome = await self.engine.refresh(token, client=client, path=scope.get("path"))
         except StoreUnavailable:
             log.exception("session store unavailable while refreshing")
             await _answer(send, 503)
+            return
+        if outcome.retry_after is not None:
+            # Locked out: no cookie is touched, or a client sharing the
+            # address (a NAT) could wipe other users' cookies.
+            await _answer(send, 429, outcome.retry_after)
             return
         headers = self._encode(outcome)
         if outcome.token is None:
             await _raw(send, 401, LOGIN_REQUIRED, headers)
             return
-        target = safe_next(scope.get("query_string", b"").decode("latin-1"))
         if target is None:
             await _raw(send, 204, b"", headers)
             return
-        headers.append((b"location", target.encode("latin-1")))
+        headers.append((b"location", target.encode("ascii")))
         await _raw(send, 303, b"", headers)
 
     async def _send_to_refresh(self, scope: Scope, send: Send, refresh_path: str) -> None:
@@ -235,10 +262,10 @@ class SessionMiddleware:
         if scope.get("method", "GET") in ("GET", "HEAD"):
             where = refresh_location(
                 refresh_path,
-                scope.get("path", "/"),
-                scope.get("query_string", b"").decode("latin-1"),
+                as_bytes(scope.get("path", "/"), "utf-8"),
+                as_bytes(scope.get("query_string", b"")),
             )
-            await _raw(send, 307, b"", [(b"location", where.encode("latin-1"))])
+            await _raw(send, 307, b"", [(b"location", where.encode("ascii"))])
             return
         await _raw(send, 401, REFRESH_REQUIRED, [(b"donjon-refresh", refresh_path.encode())])
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, final
 
 from ..core import Verdict
-from ..errors import MissingDependency, StoreUnavailable
+from ..errors import ConfigurationError, MissingDependency, StoreUnavailable
 from ..session import Session
 from ._common import ERROR_BODIES, ClientResolver, Proxy, response_headers
 from ._cookies import find_cookie
@@ -149,7 +149,13 @@ class SessionInterface(_FlaskSessionInterface):
     The session is committed in ``save_session`` (after the
     ``after_request`` functions): at most once per request. Flask's
     ``SESSION_COOKIE_*`` settings are not used; the engine's
-    :class:`~donjon.config.CookiePolicy` is.
+    :class:`~donjon.config.CookiePolicy` is. ``session.clear()`` logs out
+    (as :meth:`~donjon.session.Session.clear`).
+
+    Raises:
+        ConfigurationError: The engine uses the two-credential mode, whose
+            refresh path only :class:`donjon.adapters.wsgi.SessionMiddleware`
+            serves.
     """
 
     def __init__(
@@ -160,8 +166,15 @@ class SessionInterface(_FlaskSessionInterface):
         binding: Callable[[flask.Request], str | bytes | None] | None = None,
     ) -> None:
         check_sync_engine(engine)
+        if engine.core.two is not None:
+            raise ConfigurationError(
+                "the Flask session interface does not serve the two-credential refresh "
+                "path: wrap the WSGI app instead, app.wsgi_app = donjon.adapters.wsgi."
+                "SessionMiddleware(app.wsgi_app, engine=engine), and read the session "
+                "with donjon.adapters.wsgi.get_session(flask.request.environ)"
+            )
         self.engine = engine
-        self._resolver = ClientResolver(proxy)
+        self._resolver = ClientResolver(proxy, guarded=engine.core.guard is not None)
         self._binding = binding
 
     def get_cookie_name(self, app: flask.Flask) -> str:
@@ -266,6 +279,12 @@ def init_app(
 
     Returns:
         The installed interface.
+
+    Raises:
+        ConfigurationError: The engine uses the two-credential mode: use
+            :class:`donjon.adapters.wsgi.SessionMiddleware`, which serves the
+            refresh path.
+        TypeError: ``engine`` is an :class:`~donjon.engine.AsyncEngine`.
     """
     interface = SessionInterface(engine, proxy=proxy, binding=binding)
     app.session_interface = interface

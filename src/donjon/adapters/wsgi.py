@@ -22,6 +22,7 @@ from ._common import (
     REFRESH_REQUIRED,
     ClientResolver,
     Proxy,
+    as_bytes,
     refresh_location,
     response_headers,
     safe_next,
@@ -104,9 +105,17 @@ def _raw(
 
 
 def client_of(resolver: ClientResolver, environ: WSGIEnvironment) -> str | None:
-    """Return the guard's client key: ``REMOTE_ADDR``, or via trusted proxies only."""
+    """Return the guard's client key: ``REMOTE_ADDR``, or via trusted proxies only.
+
+    A missing or empty ``REMOTE_ADDR`` (a server on a Unix socket) is no
+    address: the resolver warns once, unless
+    :attr:`Proxy.trust_unix_socket <donjon.adapters.Proxy.trust_unix_socket>`
+    says to read ``X-Forwarded-For`` then.
+    """
     addr = environ.get("REMOTE_ADDR") or None
     if not resolver.trusts_proxies:
+        if addr is None:
+            resolver.unknown_peer()
         return addr
     xff = environ.get("HTTP_X_FORWARDED_FOR")
     return resolver.client(addr, [xff] if xff else [])
@@ -227,7 +236,9 @@ class SessionMiddleware:
     was. Guarantees, identical to the ASGI middleware's:
 
     * the client key is ``REMOTE_ADDR``; ``X-Forwarded-For`` is read only
-      when ``REMOTE_ADDR`` is a trusted proxy;
+      when ``REMOTE_ADDR`` is a trusted proxy (or missing, with
+      ``Proxy(trust_unix_socket=True)``; missing otherwise, a WARNING says
+      once that the guard cannot tell clients apart);
     * a locked-out client gets ``429`` with ``Retry-After`` and the app is
       not called;
     * a store that is down while loading gives ``503`` and the app is not
@@ -236,6 +247,9 @@ class SessionMiddleware:
       acknowledged to the client;
     * any other bad cookie starts a fresh anonymous session and the bad
       cookie is cleared: never a 500;
+    * in the two-credential mode, the refresh path is answered here as in
+      the ASGI middleware (``429`` with no cookie touched when locked out;
+      a ``Location`` always pure ASCII);
     * a response that sets or clears the cookie carries
       ``Cache-Control: no-store`` (replacing the app's own); an untouched new
       session sets no cookie at all.
@@ -264,7 +278,7 @@ class SessionMiddleware:
         check_sync_engine(engine)
         self.app = app
         self.engine = engine
-        self._resolver = ClientResolver(proxy)
+        self._resolver = ClientResolver(proxy, guarded=engine.core.guard is not None)
         self._binding = binding
         self._cookie_name = engine.cookie.cookie_name
 
@@ -275,21 +289,29 @@ class SessionMiddleware:
     def _refresh(
         self, environ: WSGIEnvironment, start_response: StartResponse, raw: str | None
     ) -> list[bytes]:
-        """Answer the refresh path: one store call, new access and refresh cookies."""
+        """Answer the refresh path: one store call, new access and refresh cookies.
+
+        Everything that depends on the request (the cookie, the client, the
+        ``next`` target) is worked out before the refresh credential is
+        rotated: once it is, nothing may keep the new cookies from the client.
+        """
         refresh = self.engine.refresh_cookie
         assert refresh is not None  # noqa: S101 - only called in the two-credential mode
         token = find_cookie([raw] if raw else [], refresh.cookie_name).value
+        target = safe_next(environ.get("QUERY_STRING", ""))
+        client = self.client_of(environ)
         try:
-            outcome = self.engine.refresh(
-                token, client=self.client_of(environ), path=environ.get("PATH_INFO")
-            )
+            outcome = self.engine.refresh(token, client=client, path=environ.get("PATH_INFO"))
         except StoreUnavailable:
             log.exception("session store unavailable while refreshing")
             return _answer(start_response, 503)
+        if outcome.retry_after is not None:
+            # Locked out: no cookie is touched, or a client sharing the
+            # address (a NAT) could wipe other users' cookies.
+            return _answer(start_response, 429, outcome.retry_after)
         headers = response_headers(self.engine.cookie_headers(outcome))
         if outcome.token is None:
             return _raw(start_response, "401 Unauthorized", LOGIN_REQUIRED, headers)
-        target = safe_next(environ.get("QUERY_STRING", ""))
         if target is None:
             return _raw(start_response, "204 No Content", b"", headers)
         return _raw(start_response, "303 See Other", b"", [*headers, ("Location", target)])
@@ -316,7 +338,9 @@ class SessionMiddleware:
             return _answer(start_response, 429, session.retry_after)
         if two is not None and session.reason == "access_expired":
             if environ.get("REQUEST_METHOD", "GET") in ("GET", "HEAD"):
-                where = refresh_location(two.refresh_path, path, environ.get("QUERY_STRING", ""))
+                where = refresh_location(
+                    two.refresh_path, as_bytes(path), as_bytes(environ.get("QUERY_STRING", ""))
+                )
                 return _raw(start_response, "307 Temporary Redirect", b"", [("Location", where)])
             return _raw(
                 start_response,
@@ -377,6 +401,16 @@ class SessionView(MutableMapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         self.accessed = True
         return key in self.donjon
+
+    def clear(self) -> None:
+        """End the session, as :meth:`Session.clear <donjon.session.Session.clear>` does.
+
+        The framework idiom for logging out (``session.clear()``) logs out:
+        the record is deleted at commit and the user dropped, not just the
+        keys. Keys set afterwards in the same request start a new session.
+        """
+        self.accessed = True
+        self.donjon.clear()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.donjon!r}>"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hmac
+import contextlib
 import json
 import logging
 import math
@@ -394,14 +395,29 @@ class KeyRing:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the ring to a JSON key file readable only by its owner (mode 0600)."""
+        """Write the ring to a JSON key file readable only by its owner (mode 0600).
+
+        The file is replaced atomically (a temporary file in the same folder,
+        flushed to disk, then renamed); on any failure the temporary file,
+        which holds the secrets, is removed.
+
+        Raises:
+            OSError: The folder is missing or not writable, or ``path`` is a folder.
+        """
         target = Path(path)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, target)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     # -- changes --------------------------------------------------------
     def rotate(
