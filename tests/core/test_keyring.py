@@ -1047,6 +1047,6 @@ def test_a_failed_save_leaves_no_secrets_behind(tmp_path: Path) -> None:
     ring = KeyRing.generate()
     target = tmp_path / "keys.json"
     target.mkdir()  # os.replace cannot put a file over a folder
-    with pytest.raises(OSError):
+    with pytest.raises(IsADirectoryError):
         ring.save(target)
     assert [p.name for p in tmp_path.iterdir()] == ["keys.json"], "no temporary file is left"

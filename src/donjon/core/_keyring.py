@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import hmac
 import contextlib
+import hmac
 import json
 import logging
 import math
