@@ -31,7 +31,7 @@ _MAX_LOGGED: Final = 200
 """Longest client-supplied text (a path) written into a log line."""
 
 
-def _printable(text: str | None) -> str | None:
+def printable(text: str | None) -> str | None:
     """Client-supplied text made safe for a log line: no forged lines, bounded.
 
     A percent-decoded path can hold a newline; written as is, it would start
@@ -250,8 +250,8 @@ class Events:
                     event.reason,
                     event.session_class,
                     event.key_id,
-                    _printable(event.client),
-                    _printable(event.path),
+                    printable(event.client),
+                    printable(event.path),
                     event.session_ref,
                 ),
                 None,

@@ -202,3 +202,28 @@ def test_a_path_cannot_forge_a_log_line(records: Records) -> None:
     assert "/x\\nsession verdict=valid" in line and "\\x1b[2J" in line
     assert len(line) < 400, "client-supplied text is cut"
     assert rec.donjon_event.path.startswith(forged)  # type: ignore[attr-defined]  # hooks: raw
+
+
+def test_life_cycle_and_administration_are_audited(caplog: pytest.LogCaptureFixture) -> None:
+    """ASVS 16.3.1: logins, logouts, regenerations, revocations and kills are logged."""
+    caplog.set_level(logging.INFO, logger="donjon.audit")
+    engine = Engine(keyring=KeyRing.generate(["user", "admin"]), store=MemoryStore(), guard=None)
+    s = engine.load(None)
+    s.login("alice\nforged line")
+    token = engine.commit(s, presented=False).token
+    s = engine.load(token)
+    s.regenerate()
+    token = engine.commit(s, presented=True).token
+    s = engine.load(token)
+    s.logout()
+    engine.commit(s, presented=True)
+    engine.revoke_user("bob")
+    engine.kill("admin")
+    lines = [r.getMessage() for r in caplog.records if r.name == "donjon.audit"]
+    assert len(lines) == 5, lines
+    assert lines[0].startswith("session login user=alice\\nforged line class=user ref=")
+    assert lines[1].startswith("session id regenerated user=alice")
+    assert lines[2].startswith("session ended (logout) ref=")
+    assert lines[3] == "log out everywhere: user=bob sessions=0"
+    assert lines[4].startswith("kill switch: every admin session")
+    assert all(token is not None and token not in line for line in lines)

@@ -167,6 +167,17 @@ def test_a_resealed_access_credential_does_not_outlive_a_kill(
     assert engine.load(resealed).verdict is Verdict.REVOKED
 
 
+def test_a_refresh_credential_is_no_session_cookie_anywhere(
+    engine: Engine, store: Any, clock: FrozenClock
+) -> None:
+    """ASVS 9.2.2: a refresh credential is tied to its purpose, even for an
+    engine of another app sharing the key ring and the store."""
+    _, refresh = login(engine)
+    native = Engine(keyring=engine.keyring, store=store, clock=clock, guard=None)
+    s = native.load(refresh)
+    assert s.verdict is Verdict.BINDING_MISMATCH and s.user_id is None
+
+
 def test_forged_refresh_costs_no_store_call(engine: Engine, store: Any) -> None:
     store.calls.clear()
     assert engine.refresh("v1.user.k1.x.1.2._." + "0" * 64).clear_refresh

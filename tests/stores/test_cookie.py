@@ -239,3 +239,37 @@ def test_kill_with_an_impossible_epoch_is_a_configuration_error(epoch: Any) -> N
     with pytest.raises(ConfigurationError):
         engine.kill("user", at=epoch)
     assert engine.load(token).verdict is Verdict.VALID
+
+
+def test_binding_is_refused_rather_than_silently_ignored() -> None:
+    """A sealed cookie carries no binding: asking for one is a configuration error."""
+    from donjon.adapters.asgi import SessionMiddleware as AsgiMiddleware
+    from donjon.adapters.wsgi import SessionMiddleware as WsgiMiddleware
+
+    engine = Engine(keyring=KeyRing.generate(), store=CookieStore(), guard=None)
+    with pytest.raises(ConfigurationError, match="binding"):
+        engine.load(None, binding="ctx")
+    s = engine.load(None)
+    s["a"] = 1
+    s.bind_to = "ctx"
+    with pytest.raises(ConfigurationError, match="binding"):
+        engine.commit(s, presented=False)
+    with pytest.raises(ConfigurationError, match="binding"):
+        WsgiMiddleware(lambda e, sr: [], engine=engine, binding=lambda environ: "x")
+    aengine = AsyncEngine(keyring=KeyRing.generate(), store=CookieStore(), guard=None)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="binding"):
+        AsgiMiddleware(app, engine=aengine, binding=lambda scope: "x")
+
+
+async def test_per_user_logout_is_a_clear_error() -> None:
+    engine = Engine(keyring=KeyRing.generate(), store=CookieStore(), guard=None)
+    with pytest.raises(ConfigurationError, match="server-side"):
+        engine.revoke_user("carol")
+    with pytest.raises(ConfigurationError, match="server-side"):
+        engine.sessions_of("carol")
+    aengine = AsyncEngine(keyring=KeyRing.generate(), store=CookieStore(), guard=None)
+    with pytest.raises(ConfigurationError, match="server-side"):
+        await aengine.revoke_user("carol")

@@ -9,8 +9,8 @@ from typing import Any, cast, final
 
 from ..core import Verdict
 from ..engine import AsyncEngine, Engine
-from ..engine._logic import CLEAR, NOTHING, Outcome
-from ..errors import StoreUnavailable
+from ..engine._logic import CLEAR, NO_SEALED_BINDING, NOTHING, Outcome
+from ..errors import ConfigurationError, StoreUnavailable
 from ..session import Session
 from ._common import (
     ERROR_BODIES,
@@ -149,6 +149,8 @@ class SessionMiddleware:
         self.app = app
         self.engine = engine
         self._resolver = ClientResolver(proxy, guarded=engine.core.guard is not None)
+        if binding is not None and engine.core.sealed is not None:
+            raise ConfigurationError(NO_SEALED_BINDING)
         self._binding = binding
         self._cookie_name = engine.cookie.cookie_name
         self._proxied = self._resolver.trusts_proxies

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 from ..core import Verdict
 from ..engine import AsyncEngine
-from ..errors import StoreUnavailable
+from ..engine._logic import NO_SEALED_BINDING
+from ..errors import ConfigurationError, StoreUnavailable
 from ..session import Session
 from ._common import (
     ERROR_BODIES,
@@ -279,6 +280,8 @@ class SessionMiddleware:
         self.app = app
         self.engine = engine
         self._resolver = ClientResolver(proxy, guarded=engine.core.guard is not None)
+        if binding is not None and engine.core.sealed is not None:
+            raise ConfigurationError(NO_SEALED_BINDING)
         self._binding = binding
         self._cookie_name = engine.cookie.cookie_name
 

@@ -17,7 +17,7 @@ from ..core import Verdict, VerifyResult
 from ..core._ids import record_key
 from ..errors import ConfigurationError
 from ..session import Session
-from ._logic import CLEAR_BOTH, INTERRUPTED, EngineCore, Op, Outcome
+from ._logic import CLEAR_BOTH, INTERRUPTED, REFRESH_PURPOSE, EngineCore, Op, Outcome
 
 __all__ = [
     "Exchange",
@@ -117,9 +117,11 @@ def commit(
     core: EngineCore, session: Session, *, presented: bool, binding: bytes | str | None
 ) -> Generator[Request, Any, Outcome]:
     """Save what the request changed; decide the cookies."""
+    old_id = session.id
     ops, outcome = core.settle(session, presented=presented, binding=binding, now=core.now())
     if ops and not (yield RunOps(ops)):
         return INTERRUPTED
+    core.audit(session, old_id, outcome)
     return outcome
 
 
@@ -140,7 +142,7 @@ def refresh(
     if token is None:
         session = core.fresh(None)
     else:
-        result = yield from _verified(core, token, None, now)
+        result = yield from _verified(core, token, REFRESH_PURPOSE, now)
         if result.verdict is not Verdict.VALID:
             session = core.fresh(result)
         else:

@@ -13,7 +13,7 @@ from ..config import CookiePolicy, Timeouts, TwoCredentials
 from ..core import KeyRing, TokenCodec, Verdict, VerifyResult
 from ..core._ids import record_key
 from ..errors import ConfigurationError
-from ..events import Events, VerdictEvent
+from ..events import Events, VerdictEvent, printable
 from ..guard import Guard
 from ..session import Session
 from ..stores._base import Record, Write
@@ -26,8 +26,15 @@ if TYPE_CHECKING:
 __all__ = ["Delete", "EngineCore", "Op", "Outcome", "Touch"]
 
 log = logging.getLogger("donjon.engine")
+audit_log = logging.getLogger("donjon.audit")
+"""Session life-cycle and administration records (ASVS 16.3): logins, logouts,
+id regenerations, per-user revocations, kill switches; INFO and WARNING."""
 
 _POST_MAC: Final = frozenset({Verdict.VALID})
+NO_SEALED_BINDING: Final = (
+    "binding is not supported with CookieStore or two_credentials (a sealed cookie"
+    " carries no binding): use a server-side store, or no binding"
+)
 
 
 @final
@@ -112,6 +119,9 @@ CLEAR: Final = Outcome(clear=True)
 CLEAR_BOTH: Final = Outcome(clear=True, clear_refresh=True)
 INTERRUPTED: Final = Outcome(clear=True, interrupted=True)
 """The record vanished while the request ran: the cookie is cleared."""
+REFRESH_PURPOSE: Final = "donjon/refresh-credential"
+"""Refresh credentials are bound to this purpose: presented as a session
+cookie (to any engine sharing the key ring), one is a BINDING_MISMATCH."""
 REFRESH_FIELD: Final = "__donjon_rt"
 """Reserved record field: issue time (ms) of the current refresh credential."""
 
@@ -256,6 +266,8 @@ class EngineCore:
             locked = self.locked_out(client, now)
             if locked is not None:
                 return locked
+        if binding is not None and self.sealed is not None:
+            raise ConfigurationError(NO_SEALED_BINDING)
         if token is None:
             return self.fresh(None)
         if self.two is not None:
@@ -473,7 +485,11 @@ class EngineCore:
             if absolute_at <= now:
                 return ops, CLEAR_BOTH
             refresh = self.codec.issue(
-                session_class=session.session_class, ttl=absolute_at - now, session_id=sid, now=now
+                session_class=session.session_class,
+                ttl=absolute_at - now,
+                session_id=sid,
+                binding=REFRESH_PURPOSE,
+                now=now,
             )
             fields = session.all_fields()
             fields[REFRESH_FIELD] = str(int(now * 1000))
@@ -581,6 +597,7 @@ class EngineCore:
             session_class=record.session_class,
             ttl=max(0.001, absolute_at - issue_at),
             session_id=sid,
+            binding=REFRESH_PURPOSE,
             now=issue_at,
         )
         access_until = min(absolute_at, now + self.two.access_ttl)
@@ -721,11 +738,46 @@ class EngineCore:
         """
         if session.bind_to is not None:
             binding = session.bind_to
+            if self.sealed is not None:
+                raise ConfigurationError(NO_SEALED_BINDING)
         if self.two is not None:
             return self.plan_access(session, presented=presented, now=now)
         if self.sealed is not None:
             return [], self.plan_sealed(session, presented=presented, now=now)
         return self.plan(session, presented=presented, binding=binding, now=now)
+
+    @staticmethod
+    def audit(session: Session, old_id: str | None, outcome: Outcome) -> None:
+        """Log what a saved commit did to the session's life cycle, if anything.
+
+        Called after the store operations succeeded. Records carry the user,
+        the class and short record references, never an id or a token.
+        """
+        if not (session.destroyed or session.regenerated or session.user_changed):
+            return
+        if not audit_log.isEnabledFor(logging.INFO):
+            return
+        old = session_ref(record_key(old_id)) if old_id else None
+        new = session_ref(record_key(session.id)) if session.id and outcome.token else None
+        user = printable(session.user_id)
+        if session.destroyed:
+            audit_log.info("session ended (logout) ref=%s", old)
+        if session.user_changed and session.user_id is not None:
+            audit_log.info(
+                "session login user=%s class=%s ref=%s (was %s)",
+                user,
+                session.session_class,
+                new,
+                old,
+            )
+        elif session.regenerated and not session.destroyed:
+            audit_log.info(
+                "session id regenerated user=%s class=%s ref=%s (was %s)",
+                user,
+                session.session_class,
+                new,
+                old,
+            )
 
     def untouched(self, session: Session, *, presented: bool) -> Outcome | None:
         """The outcome of a new session the request never touched, else ``None``.

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, final
 from ..core import VerifyResult
 from ..core._ids import record_key
 from ..errors import StoreUnavailable
+from ..events import printable
 from ..session import Session
 from ..stores._base import AsyncStore, SessionInfo, Store, Write, as_async
 from . import _flows as flows
-from ._logic import INTERRUPTED, Delete, EngineCore, Op, Outcome
+from ._logic import INTERRUPTED, Delete, EngineCore, Op, Outcome, audit_log, session_ref
 from ._options import DEFAULT_GUARD, build_core
 
 if TYPE_CHECKING:
@@ -181,9 +182,11 @@ class AsyncEngine:
         if outcome is not None:
             return outcome
         # flows.commit, awaited directly.
+        old_id = session.id
         ops, outcome = core.settle(session, presented=presented, binding=binding, now=core.now())
         if ops and not await self._ops(ops, "commit"):
             return INTERRUPTED
+        core.audit(session, old_id, outcome)
         return outcome
 
     async def _run(self, flow: flows.Flow, request: flows.Request, operation: str) -> Any:
@@ -251,6 +254,9 @@ class AsyncEngine:
         self.core.keyring.check_epoch(epoch)  # before it reaches the shared store
         stored = await self.store.raise_epoch(session_class, epoch)
         self.core.keyring.set_epoch(session_class, stored)
+        audit_log.warning(
+            "kill switch: every %s session created before %.3f is revoked", session_class, stored
+        )
         return stored
 
     async def refresh_epochs(self) -> None:
@@ -263,11 +269,14 @@ class AsyncEngine:
 
     async def revoke_user(self, user_id: str) -> int:
         """End every session of a user; return how many."""
-        return await self.store.revoke_user(user_id)
+        n = await self.store.revoke_user(user_id)
+        audit_log.info("log out everywhere: user=%s sessions=%d", printable(user_id), n)
+        return n
 
     async def revoke(self, key: str) -> None:
         """End one session by its record key."""
         await self.store.delete(key)
+        audit_log.info("session revoked ref=%s", session_ref(key))
 
     async def close(self) -> None:
         """Write the summaries of held-back log records, then close the store."""

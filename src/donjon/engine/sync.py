@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, final
 
 from ..errors import StoreUnavailable
+from ..events import printable
 from ..stores._base import SessionInfo, Store, Write
 from . import _flows as flows
-from ._logic import Delete, EngineCore, Outcome
+from ._logic import Delete, EngineCore, Outcome, audit_log, session_ref
 from ._options import DEFAULT_GUARD, build_core
 
 if TYPE_CHECKING:
@@ -200,6 +201,9 @@ class Engine:
         self.core.keyring.check_epoch(epoch)  # before it reaches the shared store
         stored = self.store.raise_epoch(session_class, epoch)
         self.core.keyring.set_epoch(session_class, stored)
+        audit_log.warning(
+            "kill switch: every %s session created before %.3f is revoked", session_class, stored
+        )
         return stored
 
     def refresh_epochs(self) -> None:
@@ -212,11 +216,14 @@ class Engine:
 
     def revoke_user(self, user_id: str) -> int:
         """End every session of a user ("log out everywhere"); return how many."""
-        return self.store.revoke_user(user_id)
+        n = self.store.revoke_user(user_id)
+        audit_log.info("log out everywhere: user=%s sessions=%d", printable(user_id), n)
+        return n
 
     def revoke(self, key: str) -> None:
         """End one session by its record key (from :meth:`sessions_of`)."""
         self.store.delete(key)
+        audit_log.info("session revoked ref=%s", session_ref(key))
 
     def close(self) -> None:
         """Write the summaries of held-back log records, then close the store."""

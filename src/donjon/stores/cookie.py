@@ -286,8 +286,41 @@ class CookieStore:
         self._epochs[session_class] = max(self._epochs.get(session_class, 0.0), epoch)
         return self._epochs[session_class]
 
+    def sessions_of(self, user_id: str) -> list[Any]:
+        """Unavailable: nothing server-side lists a user's cookies.
+
+        Raises:
+            ConfigurationError: Always.
+        """
+        raise ConfigurationError(_NO_SERVER_STATE.format(what="sessions_of"))
+
+    def revoke_user(self, user_id: str) -> int:
+        """Unavailable: a sealed cookie cannot be revoked one user at a time.
+
+        Raises:
+            ConfigurationError: Always (use ``kill(session_class)``, or a
+                server-side store for per-user logout).
+        """
+        raise ConfigurationError(_NO_SERVER_STATE.format(what="revoke_user"))
+
+    def delete(self, key: str) -> bool:
+        """Unavailable: see :meth:`revoke_user`.
+
+        Raises:
+            ConfigurationError: Always.
+        """
+        raise ConfigurationError(_NO_SERVER_STATE.format(what="revoke"))
+
     def close(self) -> None:
         """Nothing to release."""
 
     def __repr__(self) -> str:
         return "CookieStore()"
+
+
+_NO_SERVER_STATE: Final = (
+    "{what}() needs server-side sessions; a CookieStore keeps each session in its"
+    " cookie, so a copied cookie stays valid until it expires or its class is"
+    " killed (kill(session_class)). Use a server-side store (SQLite, Redis,"
+    " PostgreSQL) for per-user logout."
+)
