@@ -178,6 +178,33 @@ def test_a_refresh_credential_is_no_session_cookie_anywhere(
     assert s.verdict is Verdict.BINDING_MISMATCH and s.user_id is None
 
 
+def test_two_concurrent_uses_of_one_refresh_credential_kill_the_session(
+    engine: Engine, store: Any, clock: FrozenClock
+) -> None:
+    """Both requests read the record before either writes: only a compare-and-set
+    tells them apart. The loser is a reuse: the session dies for both."""
+    from donjon.engine import _flows as flows
+
+    _, refresh = login(engine)
+    clock.advance(400)  # the access credential expired: refresh time
+    slow = flows.refresh(engine.core, refresh, client=None, path=None)
+    request = slow.send(None)
+    while not isinstance(request, flows.ReadRecord):
+        request = slow.send(engine._answer(request))
+    request = slow.send(store.load(request.key))  # the slow one has read the record
+    fast = engine.refresh(refresh)  # the other use completes in between
+    assert fast.token is not None and fast.refresh_token is not None
+    try:
+        while True:
+            request = slow.send(engine._answer(request))
+    except StopIteration as done:
+        outcome = done.value
+    assert outcome.token is None and outcome.clear and outcome.clear_refresh
+    assert engine.load(fast.token).verdict is Verdict.VALID  # sealed: until access_ttl
+    clock.advance(400)
+    assert engine.refresh(fast.refresh_token).token is None, "the session is dead"
+
+
 def test_forged_refresh_costs_no_store_call(engine: Engine, store: Any) -> None:
     store.calls.clear()
     assert engine.refresh("v1.user.k1.x.1.2._." + "0" * 64).clear_refresh

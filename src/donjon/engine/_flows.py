@@ -17,7 +17,15 @@ from ..core import Verdict, VerifyResult
 from ..core._ids import record_key
 from ..errors import ConfigurationError
 from ..session import Session
-from ._logic import CLEAR_BOTH, INTERRUPTED, REFRESH_PURPOSE, EngineCore, Op, Outcome
+from ._logic import (
+    CLEAR_BOTH,
+    INTERRUPTED,
+    REFRESH_PURPOSE,
+    Delete,
+    EngineCore,
+    Op,
+    Outcome,
+)
 
 __all__ = [
     "Exchange",
@@ -149,7 +157,12 @@ def refresh(
             record = yield ReadRecord(record_key(result.session_id or ""))
             ops, outcome, verdict, reason = core.plan_refresh(result, record, now)
             if ops and not (yield RunOps(ops)) and verdict is Verdict.VALID:
-                outcome, verdict, reason = CLEAR_BOTH, Verdict.UNKNOWN, "vanished"
+                # The credential was rotated (or the session ended) since we
+                # read it: a concurrent second use is a reuse like any other,
+                # so the whole session dies (an attacker racing the user must
+                # not keep it).
+                yield RunOps([Delete(record_key(result.session_id or ""))])
+                outcome, verdict, reason = CLEAR_BOTH, Verdict.REVOKED, "refresh_conflict"
             session = core.fresh(result, verdict=verdict)
             session.reason = reason
     core.finish(session, client=client, path=path, now=now, started=started)

@@ -620,6 +620,9 @@ class EngineCore:
             last_seen=now,
             expires_at=self._store_expiry(absolute_at, now),
             create=False,
+            # Only if nobody rotated it since we read it: two concurrent uses
+            # of one credential cannot both succeed.
+            expect=(REFRESH_FIELD, record.fields[REFRESH_FIELD]),
         )
         max_age = int(absolute_at - now)
         return (

@@ -37,9 +37,12 @@ class Record(NamedTuple):
 class Write(NamedTuple):
     """One field-level save of a session record (immutable; build it with keywords).
 
-    With ``create`` the record is written whole (replacing any old one).
+    With ``create`` the record is written whole (never over a live one).
     Without it, ``fields`` are set and ``deleted`` removed on the existing
     record only; a record that no longer exists is not brought back.
+    ``expect`` (updates only): ``(name, text)`` — write only if that field
+    holds exactly that text now, atomically (a compare-and-set: the refresh
+    credential's rotation, so one credential is never exchanged twice).
     """
 
     key: str
@@ -51,6 +54,7 @@ class Write(NamedTuple):
     expires_at: float
     create: bool
     deleted: frozenset[str] = frozenset()
+    expect: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -98,6 +98,10 @@ class MemoryStore:
                 found = self._live(write.key)
                 if found is None:
                     return False
+                if write.expect is not None:
+                    name, text = write.expect
+                    if found.fields.get(name) != text:
+                        return False
                 fields = dict(found.fields)
                 fields.update(write.fields)
                 created = found.created_at

@@ -107,7 +107,9 @@ _SQL: Final = {
     "update": "UPDATE {sessions} SET session_class = %s, user_id = %s,"
     " last_seen = GREATEST(last_seen, %s), expires_at = %s,"
     " data = (data || %s::jsonb) - %s::text[]"
-    " WHERE key = %s AND expires_at > %s",
+    " WHERE key = %s AND expires_at > %s"
+    # the compare-and-set of Write.expect (NULL: none)
+    " AND (%s::text IS NULL OR data -> %s::text = %s::jsonb)",
     "delete": "DELETE FROM {sessions} WHERE key = %s",
     "touch": "UPDATE {sessions} SET last_seen = GREATEST(last_seen, %s), expires_at = %s"
     " WHERE key = %s AND expires_at > %s",
@@ -287,7 +289,14 @@ def _write_statement(q: _Queries, write: Write, now: float) -> _Statement:
         sorted(write.deleted),
         write.key,
         now,
+        *(_expect(write.expect) if write.expect is not None else (None, None, None)),
     )
+
+
+def _expect(expect: tuple[str, str]) -> tuple[str, str, str]:
+    name, text = expect
+    _encode_fields({name: text})  # the same checks as a written value (JSON text)
+    return name, name, text
 
 
 # -- psycopg, imported on first use -----------------------------------------------

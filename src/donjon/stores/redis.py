@@ -70,7 +70,8 @@ _T = TypeVar("_T")
 _WRITE_LUA: Final = """
 -- KEYS[1] session hash; KEYS[2] the new user's index shard (only with a user)
 -- ARGV: member, index prefix, now, create (1/0), ttl ms, class, user, user hash,
---       created, seen, expires, n (fields set), n name/value pairs, deleted names
+--       created, seen, expires, n (fields set), expected field ('' none), its
+--       expected value, n name/value pairs, deleted names
 local s = KEYS[1]
 local member, idxp = ARGV[1], ARGV[2]
 local now, create, ttl = tonumber(ARGV[3]), ARGV[4] == '1', tonumber(ARGV[5])
@@ -83,6 +84,7 @@ if kind == 'hash' then
   local live = exp ~= nil and exp > now
   -- an update needs a live record; a create never overwrites one
   if live == create then return 0 end
+  if ARGV[13] ~= '' and redis.call('HGET', s, ARGV[13]) ~= ARGV[14] then return 0 end
 elseif not create then
   return 0
 end
@@ -106,8 +108,8 @@ if uh ~= '' then
 elseif not create then
   redis.call('HDEL', s, 'user', 'uh')
 end
-local last = 12 + 2 * tonumber(ARGV[12])
-local i = 13
+local last = 14 + 2 * tonumber(ARGV[12])
+local i = 15
 while i <= last do
   local j = math.min(i + 199, last)
   redis.call('HSET', s, unpack(ARGV, i, j))
@@ -400,6 +402,7 @@ class _Logic:
             _num(w.last_seen),
             _num(w.expires_at),
             len(w.fields),
+            *((f"d:{w.expect[0]}", w.expect[1]) if w.expect and not w.create else ("", "")),
         ]
         for name, value in w.fields.items():
             args += (f"d:{name}", value)

@@ -212,6 +212,13 @@ class SQLiteStore:
                     ),
                 )
             else:
+                if write.expect is not None:
+                    row = db.execute(
+                        "SELECT value FROM donjon_fields WHERE key = ? AND name = ?",
+                        (write.key, write.expect[0]),
+                    ).fetchone()
+                    if row is None or row[0] != write.expect[1]:
+                        return False  # (BEGIN IMMEDIATE: nobody wrote in between)
                 cur = db.execute(
                     "UPDATE donjon_sessions SET session_class = ?, user_id = ?,"
                     " last_seen = max(last_seen, ?), expires_at = ?"

@@ -70,6 +70,16 @@ async def _async_contract(store: AsyncStore) -> None:
     expected = {**_TRICKY_FIELDS, "n": "2", "new": '"x"'}
     del expected["user"]
     _same_json(dict(rec.fields), expected, "update merges fields")
+    # -- compare-and-set (Write.expect) ------------------------------------
+    cas = _write(k, {"n": "3"}, create=False, expect=("n", "2"))
+    assert await store.write(cas) is True, "an update whose expectation holds is written"
+    assert await store.write(cas) is False, "an update whose expectation fails is refused"
+    stale = _write(k, {"n": "9"}, create=False, expect=("absent-key", "1"))
+    assert await store.write(stale) is False, "an expected field that is missing fails"
+    rec = await store.load(k)
+    assert rec is not None
+    expected["n"] = "3"
+    _same_json(dict(rec.fields), expected, "a refused compare-and-set changes nothing")
     # -- a create never overwrites a live record (an app's genid may repeat) --
     assert await store.write(_write(k, {"only": "1"}, user_id="mallory")) is False, (
         "a create over a live record must return False"
