@@ -5,7 +5,8 @@ Needs the ``postgres`` extra (``psycopg`` 3 and ``psycopg-pool``)::
     pip install 'donjon[postgres]'
 
 Both stores keep one row per session in ``<prefix>sessions`` (the session
-data is a ``jsonb`` object, one member per session key) and the class epochs
+data is a ``jsonb`` object, one member per session key holding that key's
+JSON text as a string, so every value reads back byte for byte) and the class epochs
 in ``<prefix>epochs``. They create and migrate these tables themselves on
 first use. The SQL text, the schema migrations and the row decoding below are
 shared by the sync and the async store; only the driving of the connection
@@ -109,7 +110,7 @@ _SQL: Final = {
     " data = (data || %s::jsonb) - %s::text[]"
     " WHERE key = %s AND expires_at > %s"
     # the compare-and-set of Write.expect (NULL: none)
-    " AND (%s::text IS NULL OR data -> %s::text = %s::jsonb)",
+    " AND (%s::text IS NULL OR data -> %s::text = to_jsonb(%s::text))",
     "delete": "DELETE FROM {sessions} WHERE key = %s",
     "touch": "UPDATE {sessions} SET last_seen = GREATEST(last_seen, %s), expires_at = %s"
     " WHERE key = %s AND expires_at > %s",
@@ -215,26 +216,27 @@ def _reject_constant(name: str) -> None:
 def _encode_fields(fields: Mapping[str, str]) -> str:
     """Turn the per-key JSON texts of a write into one JSON object text.
 
-    Each value is parsed (never spliced in as text), so a value cannot inject
-    other keys.
+    Each member holds its key's JSON text as a *string*: ``jsonb`` keeps
+    strings exactly, where it would normalise numbers (``1e16``) and reorder
+    object keys of parsed values. Each text is still checked to be JSON.
 
     Raises:
         ValueError: A value is not JSON text (or holds NaN or Infinity).
     """
-    data: dict[str, object] = {}
     for name, text in fields.items():
         try:
-            data[name] = json.loads(text, parse_constant=_reject_constant)
-        except ValueError as exc:
+            json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
             raise ValueError(f"session field {name!r} is not JSON text: {exc}") from exc
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(dict(fields), separators=(",", ":"), ensure_ascii=False)
 
 
 def _decode_fields(text: str) -> dict[str, str]:
-    """Turn the stored object back into per-key JSON texts, in the engine's compact form."""
+    """Turn the stored object back into the per-key JSON texts it holds."""
     data = json.loads(text)
     return {
-        name: json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        # A non-string member is a parsed value written by an earlier build.
+        name: value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
         for name, value in data.items()
     }
 
@@ -477,10 +479,7 @@ class PostgresStore(_Common):
     Not guaranteed: expiry by the server. PostgreSQL has no TTL: expired rows
     are ignored on read and deleted by :meth:`purge_expired`, which the store
     runs itself after every ``purge_every``-th new record (1000 by default;
-    0 turns it off, e.g. when a scheduled job purges instead). ``jsonb``
-    normalises numbers (``1e+16`` reads back as ``10000000000000000``) and
-    cannot hold U+0000 in a string (such a write raises
-    :class:`~donjon.StoreError`).
+    0 turns it off, e.g. when a scheduled job purges instead).
 
     Args:
         conninfo: A libpq connection string or ``postgresql://`` URL; the store
