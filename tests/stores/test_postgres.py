@@ -22,7 +22,7 @@ import pytest
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from donjon import ConfigurationError, StoreError, StoreUnavailable
+from donjon import ConfigurationError, StoreUnavailable
 from donjon.errors import MissingDependency
 from donjon.stores import Record, SupportsPurge, Write
 from donjon.stores import postgres as pg_module
