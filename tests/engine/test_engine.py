@@ -397,6 +397,36 @@ def test_a_repeated_genid_id_never_takes_over_a_live_session(
     assert back.user_id == "alice" and back["secret"] == "a"
 
 
+def test_revoke_others_keeps_only_the_current_session(engine: Engine) -> None:
+    mine, phone, laptop = login(engine, "dana"), login(engine, "dana"), login(engine, "dana")
+    other_user = login(engine, "erin")
+    me = engine.load(mine)
+    assert engine.revoke_others(me) == 2
+    assert engine.load(mine).verdict is Verdict.VALID
+    assert engine.load(phone).verdict is Verdict.UNKNOWN
+    assert engine.load(laptop).verdict is Verdict.UNKNOWN
+    assert engine.load(other_user).verdict is Verdict.VALID
+    assert engine.revoke_others(engine.load(None)) == 0, "an anonymous session has no others"
+
+
+async def test_revoke_others_async(ring: KeyRing, clock: FrozenClock) -> None:
+    engine = AsyncEngine(keyring=ring, store=MemoryStore(clock=clock), clock=clock)
+    tokens = []
+    for _ in range(3):
+        s = await engine.load(None)
+        s.login("fay")
+        out = await engine.commit(s, presented=False)
+        assert out.token is not None
+        tokens.append(out.token)
+    me = await engine.load(tokens[0])
+    assert await engine.revoke_others(me) == 2
+    assert [(await engine.load(t)).verdict for t in tokens] == [
+        Verdict.VALID,
+        Verdict.UNKNOWN,
+        Verdict.UNKNOWN,
+    ]
+
+
 def test_rotation_resigns_on_next_use_then_retired(
     engine: Engine, ring: KeyRing, clock: FrozenClock
 ) -> None:

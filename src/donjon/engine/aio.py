@@ -273,6 +273,23 @@ class AsyncEngine:
         audit_log.info("log out everywhere: user=%s sessions=%d", printable(user_id), n)
         return n
 
+    async def revoke_others(self, session: Session) -> int:
+        """End every other session of this session's user; return how many.
+
+        For "log out my other devices" and after a password change (ASVS
+        7.4.3): the current session stays. A session without a user (or not
+        saved yet) has no others: 0.
+        """
+        if session.user_id is None or session.id is None:
+            return 0
+        keep = record_key(session.id)
+        n = 0
+        for info in await self.store.sessions_of(session.user_id):
+            if info.key != keep and await self.store.delete(info.key) is not False:
+                n += 1
+        audit_log.info("other sessions ended: user=%s sessions=%d", printable(session.user_id), n)
+        return n
+
     async def revoke(self, key: str) -> None:
         """End one session by its record key."""
         await self.store.delete(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, final
 
+from ..core._ids import record_key
 from ..errors import StoreUnavailable
 from ..events import printable
 from ..stores._base import SessionInfo, Store, Write
@@ -218,6 +219,23 @@ class Engine:
         """End every session of a user ("log out everywhere"); return how many."""
         n = self.store.revoke_user(user_id)
         audit_log.info("log out everywhere: user=%s sessions=%d", printable(user_id), n)
+        return n
+
+    def revoke_others(self, session: Session) -> int:
+        """End every other session of this session's user; return how many.
+
+        For "log out my other devices" and after a password change (ASVS
+        7.4.3): the current session stays. A session without a user (or not
+        saved yet) has no others: 0.
+        """
+        if session.user_id is None or session.id is None:
+            return 0
+        keep = record_key(session.id)
+        n = 0
+        for info in self.store.sessions_of(session.user_id):
+            if info.key != keep and self.store.delete(info.key) is not False:
+                n += 1
+        audit_log.info("other sessions ended: user=%s sessions=%d", printable(session.user_id), n)
         return n
 
     def revoke(self, key: str) -> None:
