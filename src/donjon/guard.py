@@ -138,6 +138,8 @@ class GuardSync(Protocol):
 
 
 _ZERO: Final = 0.0
+_SKEW_ALLOWED: Final = 60.0
+"""Seconds a fleet lock-out may end beyond ``max_lockout`` (clock skew)."""
 _SPARE_LOCKED: Final = 64
 """Locked-out clients passed over per eviction before one of them may go."""
 
@@ -291,8 +293,24 @@ class Guard:
         return out
 
     def apply_remote(self, locks: Mapping[str, float], now: float) -> None:
-        """Adopt the fleet-wide lock-outs from an exchange."""
-        self._remote = {k: v for k, v in locks.items() if v > now}
+        """Adopt the fleet-wide lock-outs from an exchange.
+
+        Values that cannot be a lock-out of this policy (not finite, or ending
+        later than ``max_lockout`` from now, a minute of clock skew allowed)
+        are ignored and logged: corrupt shared data must neither crash a
+        request nor lock a client out for ever.
+        """
+        limit = now + self.policy.max_lockout + _SKEW_ALLOWED
+        good: dict[str, float] = {}
+        bad = 0
+        for k, v in locks.items():
+            if isinstance(v, (int, float)) and now < v <= limit:
+                good[k] = float(v)
+            elif not (isinstance(v, (int, float)) and v <= now):
+                bad += 1
+        if bad:
+            log.warning("donjon guard: %d fleet lock-out(s) ignored (impossible end times)", bad)
+        self._remote = good
 
     def exchange(self, now: float) -> None:
         """Run a synchronous fleet exchange now (sync engines call this when due).

@@ -108,7 +108,9 @@ for i = 1, (#KEYS - 1) / 2 do
   local start = tonumber(w[1])
   local a, u = tonumber(w[2]) or 0, tonumber(w[3]) or 0
   local pa, pu = tonumber(w[4]) or 0, tonumber(w[5]) or 0
-  if start == nil then
+  -- nothing, garbage, or a window far in the future (a host whose clock ran
+  -- ahead, or corrupt data): a fresh window
+  if start == nil or start ~= start or start > now + window then
     start, a, u, pa, pu = now, 0, 0, 0, 0
   end
   local elapsed = now - start
@@ -127,6 +129,7 @@ for i = 1, (#KEYS - 1) / 2 do
   local x = redis.call('HMGET', xk, 'strikes', 'struck', 'until')
   local strikes = tonumber(x[1]) or 0
   local struck, untl = tonumber(x[2]) or 0, tonumber(x[3]) or 0
+  if untl ~= untl or untl > now + maxlock + 60 then untl = 0 end  -- garbage or skew
   if untl <= now and (a + pa * weight >= threshold or u + pu * weight >= uthreshold) then
     if now - struck > forgive then strikes = 0 end
     strikes = strikes + 1
@@ -141,7 +144,9 @@ for i = 1, (#KEYS - 1) / 2 do
   redis.call('HSET', wk, 'start', start, 'a', a, 'u', u, 'pa', pa, 'pu', pu)
   redis.call('PEXPIRE', wk, wttl)
 end
-redis.call('ZREMRANGEBYSCORE', locks, '-inf', ARGV[1])
+-- Lock-outs that ended a while ago go (by this host's clock, lagged, so a
+-- host whose clock runs ahead does not lift the fleet's running lock-outs).
+redis.call('ZREMRANGEBYSCORE', locks, '-inf', now - maxlock)
 local extra = redis.call('ZCARD', locks) - maxc
 if extra > 0 then redis.call('ZREMRANGEBYRANK', locks, 0, extra - 1) end
 local out = {started}

@@ -182,7 +182,10 @@ def test_keys_hash_clients_and_the_lock_map_maps_back(
             assert client not in key
     # The lock set holds raw client keys, and only while they are locked out.
     assert set(raw.zrange(f"{redis_prefix}{{guard}}:locks", 0, -1)) == set(clients)
-    assert sync.exchange({}, T0 + 11) == {}
+    assert sync.exchange({}, T0 + 11) == {}, "ended lock-outs are not reported"
+    # They are trimmed max_lockout later (a host whose clock runs ahead must
+    # not lift the running lock-outs of the others).
+    assert sync.exchange({}, T0 + 10 + POLICY.max_lockout + 1) == {}
     assert raw.zcard(f"{redis_prefix}{{guard}}:locks") == 0
 
 
@@ -419,3 +422,52 @@ def test_sharing_works_on_a_redis_cluster(redis_cluster_url: str, redis_prefix: 
     finally:
         a.close()
         b.close()
+
+
+def test_impossible_lock_out_times_in_redis_are_ignored(
+    make_sync: Callable[..., RedisGuardSync],
+    raw: redis.Redis,
+    redis_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Corrupt shared data must neither crash a request nor lock a client out for ever."""
+    from donjon.adapters.wsgi import SessionMiddleware
+
+    now = time.time()
+    raw.zadd(f"{redis_prefix}{{guard}}:locks", {"10.0.0.1": float("inf"), "10.0.0.2": 1e300})
+    raw.zadd(f"{redis_prefix}{{guard}}:locks", {"10.0.0.3": now + 20})  # a real one
+    guard = Guard(POLICY, sync=make_sync())
+    engine = Engine(keyring=KeyRing.generate(), store=MemoryStore(), guard=guard)
+    guard.exchange(now)
+    assert "ignored" in caplog.text
+    assert guard.retry_after("10.0.0.1", now) is None
+    assert guard.retry_after("10.0.0.2", now) is None
+    assert guard.retry_after("10.0.0.3", now) == pytest.approx(20, abs=1)
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    wrapped = SessionMiddleware(app, engine=engine)
+    for addr, status in (("10.0.0.1", "200 OK"), ("10.0.0.3", "429 Too Many Requests")):
+        seen: list[str] = []
+        body = wrapped(
+            {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": addr},
+            lambda s, h, exc_info=None, seen=seen: seen.append(s),  # type: ignore[misc]
+        )
+        b"".join(body)
+        assert seen == [status]
+
+
+def test_a_host_whose_clock_runs_ahead_does_not_pile_up_counts(
+    make_sync: Callable[..., RedisGuardSync],
+) -> None:
+    ahead = Guard(POLICY, sync=make_sync())
+    ahead.record(ATTACKER, Verdict.FORGED, T0 + 3600)
+    ahead.exchange(T0 + 3600)
+    guard = Guard(POLICY, sync=make_sync())
+    for i in range(POLICY.threshold + 2):  # one attack every two windows
+        t = T0 + i * 2 * POLICY.window
+        guard.record(ATTACKER, Verdict.FORGED, t)
+        guard.exchange(t)
+        assert guard.retry_after(ATTACKER, t) is None, f"attack {i + 1}: not a burst"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ __all__ = [
     "ClientResolver",
     "Proxy",
     "response_headers",
+    "retry_after",
 ]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -175,6 +177,17 @@ class ClientResolver:
         if forwarded_proto and self.trusts_proxies and self._trusted(peer):
             return forwarded_proto.split(",")[0].strip().lower() == "https"
         return False
+
+
+def retry_after(seconds: float | None) -> str:
+    """The ``Retry-After`` value for a lock-out: whole seconds, at least 1.
+
+    Never raises: a value that is not a finite number (corrupt shared data)
+    reads as one hour.
+    """
+    if seconds is None or not math.isfinite(seconds):
+        return "3600"
+    return str(max(1, min(math.ceil(seconds), 86_400)))
 
 
 def response_headers(set_cookie: str | Sequence[str] | None) -> list[tuple[str, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast, final
 
@@ -22,6 +21,9 @@ from ._common import (
     refresh_location,
     response_headers,
     safe_next,
+)
+from ._common import (
+    retry_after as retry_after_value,
 )
 from ._cookies import find_cookie
 
@@ -85,7 +87,7 @@ async def _answer(send: Send, status: int, retry_after: float | None = None) -> 
         (b"content-length", str(len(ERROR_BODIES[status])).encode()),
     ]
     if retry_after is not None:
-        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+        headers.append((b"retry-after", retry_after_value(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": ERROR_BODIES[status]})
 

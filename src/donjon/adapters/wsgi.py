@@ -8,7 +8,6 @@ the synchronous :class:`~donjon.engine.Engine`.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
@@ -27,6 +26,9 @@ from ._common import (
     refresh_location,
     response_headers,
     safe_next,
+)
+from ._common import (
+    retry_after as retry_after_value,
 )
 from ._cookies import find_cookie
 
@@ -78,7 +80,7 @@ def error_headers(status: int, retry_after: float | None = None) -> list[tuple[s
         ("Content-Length", str(len(ERROR_BODIES[status]))),
     ]
     if retry_after is not None:
-        headers.append(("Retry-After", str(max(1, math.ceil(retry_after)))))
+        headers.append(("Retry-After", retry_after_value(retry_after)))
     return headers
 
 

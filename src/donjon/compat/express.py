@@ -48,6 +48,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 from ..adapters._common import ERROR_BODIES, ClientResolver, Proxy, response_headers
+from ..adapters._common import retry_after as retry_after_value
 from ..adapters._cookies import find_cookie
 from ..adapters.asgi import SessionMiddleware
 from ..core import Secret, SystemClock, Verdict, VerifyResult
@@ -1370,7 +1371,7 @@ async def _answer(send: Send, status: int, retry_after: float | None = None) -> 
         (b"content-length", str(len(ERROR_BODIES[status])).encode()),
     ]
     if retry_after is not None:
-        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+        headers.append((b"retry-after", retry_after_value(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": ERROR_BODIES[status]})
 
