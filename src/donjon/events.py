@@ -218,7 +218,7 @@ class Events:
             log.warning(
                 "donjon: %d verdict records held back for client %s within %.1f s: %s",
                 sum(counts.values()),
-                "(more clients)" if client is _OTHERS else client,
+                "(more clients)" if client is _OTHERS else printable(client),
                 min(span, self.log_window),
                 ", ".join(f"{v}={n}" for v, n in sorted(counts.items())),
                 extra={"donjon_suppressed": {"client": client, "counts": counts}},

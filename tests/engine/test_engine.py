@@ -407,6 +407,10 @@ def test_revoke_others_keeps_only_the_current_session(engine: Engine) -> None:
     assert engine.load(laptop).verdict is Verdict.UNKNOWN
     assert engine.load(other_user).verdict is Verdict.VALID
     assert engine.revoke_others(engine.load(None)) == 0, "an anonymous session has no others"
+    fresh = engine.load(None)  # a password reset in a browser with no cookie
+    fresh.login("dana")
+    assert engine.revoke_others(fresh) == 1, "an unsaved login keeps nothing"
+    assert engine.load(mine).verdict is Verdict.UNKNOWN
 
 
 async def test_revoke_others_async(ring: KeyRing, clock: FrozenClock) -> None:

@@ -205,6 +205,38 @@ def test_two_concurrent_uses_of_one_refresh_credential_kill_the_session(
     assert engine.refresh(fast.refresh_token).token is None, "the session is dead"
 
 
+@pytest.mark.parametrize("fraction", [0.0004, 0.0006, 0.4, 0.9996])
+def test_refresh_works_whatever_the_sub_millisecond_clock(fraction: float) -> None:
+    """The stored rotation time and the token's issue time round alike."""
+    clock = FrozenClock(1_700_000_004 + fraction)
+    engine = Engine(
+        keyring=KeyRing.generate(),
+        store=MemoryStore(clock=clock),
+        clock=clock,
+        two_credentials=TwoCredentials(access_ttl=300),
+        guard=None,
+    )
+    _, refresh = login(engine)
+    for _ in range(3):
+        clock.advance(300.0007)
+        out = engine.refresh(refresh)
+        assert out.token is not None and out.refresh_token is not None
+        refresh = out.refresh_token
+
+
+def test_a_killed_session_cannot_refresh(engine: Engine, clock: FrozenClock) -> None:
+    """Even with a refresh credential rotated after the kill (by a process that
+    had not yet seen it): the record predates the epoch."""
+    _, refresh = login(engine)
+    clock.advance(10)
+    out = engine.refresh(refresh)  # rotated; say this process missed the kill below
+    assert out.refresh_token is not None
+    engine.keyring.set_epoch("user", clock.time() - 5)  # the kill, 5 s ago
+    clock.advance(1)
+    gone = engine.refresh(out.refresh_token)
+    assert gone.token is None and gone.clear and gone.clear_refresh
+
+
 def test_forged_refresh_costs_no_store_call(engine: Engine, store: Any) -> None:
     store.calls.clear()
     assert engine.refresh("v1.user.k1.x.1.2._." + "0" * 64).clear_refresh

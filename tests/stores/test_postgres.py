@@ -460,7 +460,7 @@ def test_schema_migrates_from_version_0(
     _rows(postgres_url, "INSERT INTO {schema} VALUES (1, 0) RETURNING 1", prefix=postgres_prefix)
     store = make_postgres_store()
     assert store.write(_write(_key("m0"), expires_at=time.time() + 60))
-    assert _version(postgres_url, postgres_prefix) == len(pg_module.MIGRATIONS) == 1
+    assert _version(postgres_url, postgres_prefix) == len(pg_module.MIGRATIONS) == 2
     assert f"{postgres_prefix}sessions" in _tables(postgres_url, postgres_prefix)
 
 
@@ -473,14 +473,14 @@ def test_migration_applies_only_the_new_steps(
     old = make_postgres_store()
     k = _key("kept")
     old.write(_write(k, expires_at=time.time() + 60))
-    assert _version(postgres_url, postgres_prefix) == 1
+    assert _version(postgres_url, postgres_prefix) == 2
     new_step = ("ALTER TABLE {sessions} ADD COLUMN note text DEFAULT 'v2'",)
     monkeypatch.setattr(pg_module, "MIGRATIONS", (*pg_module.MIGRATIONS, new_step))
     new = make_postgres_store()
     assert new.load(k) is not None, "data survives the migration"
-    assert _version(postgres_url, postgres_prefix) == 2
+    assert _version(postgres_url, postgres_prefix) == 3
     assert _rows(postgres_url, "SELECT note FROM {sessions}", prefix=postgres_prefix) == [("v2",)]
-    # A process still on version 1 keeps working against the newer schema.
+    # A process still on version 2 keeps working against the newer schema.
     assert old.write(_write(_key("old-writer"), expires_at=time.time() + 60))
     assert old.load(k) is not None
 
@@ -520,7 +520,7 @@ def test_stores_starting_at_once_do_not_race(
     for th in threads:
         th.join()
     assert not errors, errors[:3]
-    assert _version(postgres_url, postgres_prefix) == 1
+    assert _version(postgres_url, postgres_prefix) == len(pg_module.MIGRATIONS)
     assert _rows(postgres_url, "SELECT count(*) FROM {schema}", prefix=postgres_prefix) == [(1,)]
     assert stores[0].epochs() == {"user": float(n - 1)}
 
@@ -532,7 +532,7 @@ async def test_async_stores_starting_at_once_do_not_race(
 ) -> None:
     stores = [make_async_postgres_store() for _ in range(4)]
     await asyncio.gather(*(s.raise_epoch("user", float(i)) for i, s in enumerate(stores)))
-    assert _version(postgres_url, postgres_prefix) == 1
+    assert _version(postgres_url, postgres_prefix) == len(pg_module.MIGRATIONS)
     assert await stores[0].epochs() == {"user": 3.0}
 
 
@@ -851,3 +851,32 @@ def test_rows_of_parsed_values_are_still_read() -> None:
         "b": "[1]",
         "c": '{"x":null}',
     }
+
+
+def test_rows_of_schema_step_1_are_converted_exactly(
+    make_postgres_store: Callable[..., PostgresStore],
+    postgres_url: str,
+    postgres_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Step 1 stored parsed values: step 2 turns each into its JSON text, so a
+    string stays a string ("true" is not True) and a refresh time compares."""
+    monkeypatch.setattr(pg_module, "MIGRATIONS", pg_module.MIGRATIONS[:1])
+    v1 = make_postgres_store()
+    k = _key("legacy")
+    v1.write(_write(k, fields={"placeholder": "1"}, expires_at=time.time() + 60))
+    legacy = '{"name": "bob", "flag": "true", "n": 5, "d": {"bb": 1, "a": [1, "x"]}, "rt": 1800}'
+    _rows(
+        postgres_url,
+        "UPDATE {sessions} SET data = %s::jsonb RETURNING 1",
+        legacy,
+        prefix=postgres_prefix,
+    )
+    monkeypatch.undo()
+    store = make_postgres_store()
+    rec = store.load(k)
+    assert rec is not None
+    assert {name: json.loads(text) for name, text in rec.fields.items()} == json.loads(legacy)
+    assert rec.fields["flag"] == '"true"', "a string stays a string"
+    cas = _write(k, fields={"rt": "1801"}, expect=("rt", "1800"), create=False)
+    assert store.write(cas) is True, "a converted number still compares"

@@ -232,7 +232,7 @@ class EngineCore:
     ) -> Session:
         """Count the verdict in the guard and emit its event."""
         if self.guard is not None and self.guard.record(client, session.verdict, now):
-            log.warning("donjon guard: client %s locked out", client)
+            log.warning("donjon guard: client %s locked out", printable(client))
         events = self.events
         log_it = events.should_log(session.verdict, client, now)
         if log_it or events._hooks:  # else nobody would see the event: not built
@@ -492,7 +492,7 @@ class EngineCore:
                 now=now,
             )
             fields = session.all_fields()
-            fields[REFRESH_FIELD] = str(int(now * 1000))
+            fields[REFRESH_FIELD] = str(round(now * 1000))  # the token's own rounding
             ops.append(
                 Write(
                     key=record_key(sid),
@@ -577,6 +577,8 @@ class EngineCore:
         key = record_key(sid)
         if record is None or record.session_class != result.session_class:
             return [], CLEAR_BOTH, Verdict.UNKNOWN, "no_record"
+        if self._killed(self.keyring.get(record.session_class), record.created_at):
+            return [Delete(key)], CLEAR_BOTH, Verdict.REVOKED, "class_epoch"
         idle = self.timeouts.idle
         if idle is not None and now - record.last_seen > idle:
             return [Delete(key)], CLEAR_BOTH, Verdict.IDLE_EXPIRED, "idle"
@@ -613,7 +615,7 @@ class EngineCore:
         )
         write = Write(
             key=key,
-            fields={REFRESH_FIELD: str(int(issue_at * 1000))},
+            fields={REFRESH_FIELD: str(round(issue_at * 1000))},
             session_class=record.session_class,
             user_id=record.user_id,
             created_at=record.created_at,

@@ -277,12 +277,15 @@ class AsyncEngine:
         """End every other session of this session's user; return how many.
 
         For "log out my other devices" and after a password change (ASVS
-        7.4.3): the current session stays. A session without a user (or not
-        saved yet) has no others: 0.
+        7.4.3): the current session stays. A session logged in but not saved
+        yet (a reset in a fresh browser) ends all of its user's stored
+        sessions; one without a user has no others (0).
         """
-        if session.user_id is None or session.id is None:
+        if session.user_id is None:
             return 0
-        keep = record_key(session.id)
+        # A session not saved yet (a password reset in a fresh browser) keeps
+        # nothing: every stored session of the user is an "other".
+        keep = record_key(session.id) if session.id is not None else None
         n = 0
         for info in await self.store.sessions_of(session.user_id):
             if info.key != keep and await self.store.delete(info.key) is not False:

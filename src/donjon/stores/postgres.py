@@ -56,9 +56,11 @@ _PREFIX_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
 # -- schema ------------------------------------------------------------------
 # Each migration is a tuple of single statements (psycopg runs one statement
-# per execute), applied in order inside one transaction. Migrations only ever
-# add: a process still running an older donjon keeps working during a rolling
-# upgrade. Never edit a released step; append a new one.
+# per execute), applied in order inside one transaction. Migrations should
+# only add, so that a process still running an older donjon keeps working
+# during a rolling upgrade (step 2, a data conversion made before the first
+# release, is the exception: see its note). Never edit a released step;
+# append a new one.
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         "CREATE TABLE IF NOT EXISTS {sessions} ("
@@ -75,6 +77,15 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE TABLE IF NOT EXISTS {epochs} ("
         " session_class text PRIMARY KEY,"
         " epoch double precision NOT NULL)",
+    ),
+    (
+        # Step 2: each member of `data` holds its value's JSON text as a jsonb
+        # string (step 1 stored parsed values, which jsonb normalises). Rows
+        # are converted in place. Not rolling-upgrade safe: a process of an
+        # earlier build would misread the converted rows; stop those first.
+        "UPDATE {sessions} SET data = COALESCE("
+        "(SELECT jsonb_object_agg(t.k, to_jsonb(t.v::text)) FROM jsonb_each(data) AS t(k, v)),"
+        " '{{}}'::jsonb)",
     ),
 )
 """The schema, as ordered steps; the schema version is the number of steps applied."""
