@@ -127,6 +127,11 @@ def admin_sessions(request: HttpRequest) -> HttpResponse:
     raise StoreUnavailable("redis is down: connection refused to 10.0.0.5")
 
 
+def crash(request: HttpRequest) -> HttpResponse:
+    request.session.login("mallory")  # type: ignore[attr-defined]
+    raise RuntimeError("boom")
+
+
 def effect(request: HttpRequest) -> HttpResponse:
     STATE.setdefault("ran", []).append(request.path)
     return HttpResponse("done")
@@ -179,6 +184,7 @@ urlpatterns = [
     path("stream", stream),
     path("admin/sessions", admin_sessions),
     path("effect", effect),
+    path("crash", crash),
 ]
 
 
@@ -623,3 +629,11 @@ async def test_async_api(engine: Engine) -> None:
     view2 = _view(engine, session_id="x", data={"a": 1})
     await view2.aclear()
     assert view2.destroyed
+
+
+def test_a_view_that_crashes_keeps_nothing(engine: Engine) -> None:
+    client = Client(raise_request_exception=False)
+    r = client.get("/crash")
+    assert r.status_code == 500
+    assert NAME not in r.cookies
+    assert engine.sessions_of("mallory") == []

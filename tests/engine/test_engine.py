@@ -701,3 +701,40 @@ async def test_the_async_direct_path_reports_store_errors(
     assert failures == ["load", "commit"]
     assert (await engine.load("v1.garbage")).verdict is Verdict.MALFORMED
     assert failures == ["load", "commit"], "a bad cookie never reaches the store"
+
+
+async def test_a_cancelled_login_commit_still_moves_the_session(
+    ring: KeyRing, clock: FrozenClock
+) -> None:
+    """Cancelled between writing the new record and deleting the old one: the
+    steps finish anyway, so no orphan record of the user is left behind."""
+    import asyncio
+
+    from donjon.stores import as_async
+
+    inner = MemoryStore(clock=clock)
+    face = as_async(inner)
+
+    class Slow:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(face, name)
+
+        async def write(self, write: Write) -> bool:
+            await asyncio.sleep(0.05)
+            return inner.write(write)
+
+    engine = AsyncEngine(keyring=ring, store=Slow(), clock=clock, guard=None)  # type: ignore[arg-type]
+    s = await engine.load(None)
+    s["a"] = 1
+    first = await engine.commit(s, presented=False)
+    assert first.token is not None
+    s = await engine.load(first.token)
+    s.login("alice")
+    task = asyncio.ensure_future(engine.commit(s, presented=True))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)  # the shielded steps finish
+    assert inner.load(record_key(first.token.split(".")[3])) is None, "the old record went"
+    assert len(inner.sessions_of("alice")) == 1

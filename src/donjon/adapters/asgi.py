@@ -105,6 +105,8 @@ class SessionMiddleware:
     * a store that is down gives ``503`` (and nothing half-written);
     * any other bad cookie starts a fresh anonymous session and the bad cookie
       is cleared — never a 500, never a traceback;
+    * a server error (a 5xx response start, e.g. a framework's answer to an
+      exception) commits nothing: a half-done login or change is not kept;
     * a response that sets or clears the cookie carries
       ``Cache-Control: no-store`` (replacing the app's), so no shared cache
       keeps a token; an untouched new session sends no cookie at all.
@@ -282,6 +284,12 @@ class SessionMiddleware:
             nonlocal failed
             kind = message["type"]
             if kind == "http.response.start":
+                if message.get("status", 200) >= 500:
+                    # A server error commits nothing (frameworks that turn an
+                    # exception into a 500 inside the app land here): a
+                    # half-done login or change is not kept.
+                    await send(message)
+                    return
                 try:
                     outcome = await self.engine.commit(
                         session, presented=presented, binding=binding

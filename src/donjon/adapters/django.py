@@ -445,6 +445,8 @@ class SessionMiddleware:
         binding: str | bytes | None,
     ) -> Any:
         engine = self.engine
+        if response.status_code >= 500:
+            return response  # a server error commits nothing: a half-done change is not kept
         try:
             outcome = engine.commit(view.donjon, presented=presented, binding=binding)
         except StoreUnavailable:

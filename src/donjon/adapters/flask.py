@@ -225,6 +225,8 @@ class SessionInterface(_FlaskSessionInterface):
         if session._committed:
             return
         session._committed = True
+        if response.status_code >= 500:
+            return  # a server error commits nothing: a half-done change is not kept
         try:
             outcome = self.engine.commit(
                 session.donjon, presented=session._presented, binding=session._binding

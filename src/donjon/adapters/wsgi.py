@@ -72,6 +72,11 @@ def check_sync_engine(engine: Engine) -> None:
         )
 
 
+def _server_error(status: str) -> bool:
+    """Whether a WSGI status line is a 5xx."""
+    return status[:1] == "5"
+
+
 def error_headers(status: int, retry_after: float | None = None) -> list[tuple[str, str]]:
     """Return the headers of an answer the adapters give themselves (429 or 503)."""
     headers = [
@@ -175,6 +180,10 @@ class _Commit:
     ) -> Callable[[bytes], object]:
         if self.failed:
             return _discard
+        if self._extra is None and _server_error(status):
+            # A server error commits nothing (an app or framework that turned
+            # an exception into a 500): a half-done login or change is not kept.
+            self._extra = []
         if self._extra is None:
             # The first start commits. A second one (PEP 3333 allows it, with
             # exc_info, to replace an error page) re-sends the same cookie.
@@ -257,9 +266,10 @@ class SessionMiddleware:
       ``Cache-Control: no-store`` (replacing the app's own); an untouched new
       session sets no cookie at all.
 
-    The session is committed when the app calls ``start_response`` (for any
-    status): changes made while the body is being produced are not saved.
-    An app that raises before starting its response commits nothing.
+    The session is committed when the app calls ``start_response``: changes
+    made while the body is being produced are not saved. A server error
+    (a 5xx status, e.g. a framework's answer to an exception) and an app that
+    raises before starting its response commit nothing.
 
     Args:
         app: The WSGI app to wrap.

@@ -1507,7 +1507,8 @@ class ExpressSessionMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             nonlocal failed
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and message.get("status", 200) < 500:
+                # (a server error commits nothing)
                 try:
                     outcome = await self.engine.commit(ctx)
                 except StoreUnavailable:

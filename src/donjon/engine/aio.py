@@ -39,6 +39,12 @@ def _first_step(flow: flows.Flow) -> tuple[flows.Request | None, Any]:
         return None, done.value
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Retrieve a shielded task's outcome (its awaiter may be gone)."""
+    if not task.cancelled():
+        task.exception()
+
+
 @final
 class AsyncEngine:
     """The asynchronous twin of :class:`~donjon.engine.Engine`: same logic, awaited.
@@ -240,8 +246,17 @@ class AsyncEngine:
         return True
 
     async def _ops(self, ops: list[Op], operation: str) -> bool:
-        """:meth:`_apply`, telling the hooks when the store fails."""
+        """:meth:`_apply`, telling the hooks when the store fails.
+
+        Several steps (a login: write the new record, then delete the old one)
+        run to the end even when the request is cancelled meanwhile, so a
+        cancellation never leaves a half-moved session behind.
+        """
         try:
+            if len(ops) > 1:
+                task = asyncio.ensure_future(self._apply(ops))
+                task.add_done_callback(_retrieve)
+                return await asyncio.shield(task)
             return await self._apply(ops)
         except StoreUnavailable:
             self.core.events.store_error(operation)
