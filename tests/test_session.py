@@ -30,8 +30,18 @@ def _deep(n: int) -> Any:
         {1, 2},
         object(),
         _deep(100_000),  # RecursionError inside the encoder
+        10**5000,  # past the int digit limit
     ],
-    ids=["colliding-keys", "nested-none-key", "float-key", "nan", "set", "object", "deep"],
+    ids=[
+        "colliding-keys",
+        "nested-none-key",
+        "float-key",
+        "nan",
+        "set",
+        "object",
+        "deep",
+        "huge-int",
+    ],
 )
 def test_values_json_cannot_keep_are_refused_with_type_error(value: Any) -> None:
     s = Session()

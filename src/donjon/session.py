@@ -40,6 +40,20 @@ def _non_str_key(value: object) -> object:
     return _ALL_STR
 
 
+_SCALARS: frozenset[type] = frozenset({str, int, bool, type(None)})
+"""Exact types whose JSON text holds no dict (floats are left out: NaN)."""
+
+
+def _check_key(key: str) -> None:
+    """Refuse a key no store can keep: NUL, or a lone surrogate."""
+    if "\x00" in key:
+        raise ValueError("session keys must not contain NUL")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("session keys must be valid Unicode (no lone surrogates)") from None
+
+
 def _text(key: str, value: object) -> str:
     """The JSON text of a session value, or a ``TypeError`` naming the key.
 
@@ -183,16 +197,17 @@ class Session(MutableMapping[str, "JSONValue"]):
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         if key.startswith("__donjon"):
             raise KeyError(f"session keys starting with '__donjon' are reserved: {key!r}")
-        if not key.isascii() and not key.isprintable():
+        if not key.isprintable():  # (NUL and lone surrogates are not printable)
+            _check_key(key)
+        if value.__class__ in _SCALARS:  # the common case: no dict inside
             try:
-                key.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(
-                    "session keys must be valid Unicode (no lone surrogates)"
+                text = _dumps(value)
+            except ValueError as exc:  # an int past the digit limit
+                raise TypeError(
+                    f"session value for {key!r} is not JSON-serializable: {exc}"
                 ) from None
-        if "\x00" in key:
-            raise ValueError("session keys must not contain NUL")
-        text = _text(key, value)
+        else:
+            text = _text(key, value)
         self._data[key] = value
         dumped = self._dumped
         if dumped is None:
@@ -260,6 +275,11 @@ class Session(MutableMapping[str, "JSONValue"]):
             or self._user_changed
             or (self._read_mutable and self.dirty_keys())
         )
+
+    @property
+    def life_changed(self) -> bool:
+        """Whether this request logged in, regenerated or destroyed the session."""
+        return self._destroyed or self._regenerated or self._user_changed
 
     @property
     def destroyed(self) -> bool:

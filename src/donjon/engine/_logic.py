@@ -331,7 +331,7 @@ class EngineCore:
             # Never adopt a record under another class's keys.
             return self.fresh(result, verdict=Verdict.UNKNOWN), []
         ck = self.keyring.get(record.session_class)
-        if self._killed(ck, record.created_at):
+        if ck is not None and round(record.created_at * 1000) < ck.epoch_ms:  # see _killed
             return self._revoked(result), []
         idle = self.timeouts.idle
         if idle is not None and now - record.last_seen > idle:
@@ -758,7 +758,7 @@ class EngineCore:
         Called after the store operations succeeded. Records carry the user,
         the class and short record references, never an id or a token.
         """
-        if not (session.destroyed or session.regenerated or session.user_changed):
+        if not session.life_changed:
             return
         if not audit_log.isEnabledFor(logging.INFO):
             return

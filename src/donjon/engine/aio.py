@@ -192,7 +192,8 @@ class AsyncEngine:
         ops, outcome = core.settle(session, presented=presented, binding=binding, now=core.now())
         if ops and not await self._ops(ops, "commit"):
             return INTERRUPTED
-        core.audit(session, old_id, outcome)
+        if session.life_changed:
+            core.audit(session, old_id, outcome)
         return outcome
 
     async def _run(self, flow: flows.Flow, request: flows.Request, operation: str) -> Any:
