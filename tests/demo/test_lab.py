@@ -151,3 +151,11 @@ def test_abbreviate_cuts_the_id_and_mac() -> None:
     assert len(short) < len(token) // 2
     assert abbreviate("x" * 100).endswith("…")
     assert abbreviate("short") == "short"
+
+
+async def test_the_retired_attack_keeps_the_throwaway_class_small(app: Starlette) -> None:
+    demo = demo_of(app)
+    for _ in range(30):
+        result = await demo.lab.run("retired")
+        assert result.verdict is Verdict.RETIRED
+    assert len(demo.keyring.snapshot(LAB_CLASS).retired) <= 8
