@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -17,7 +18,7 @@ from donjon.adapters._common import (
     response_headers,
     safe_next,
 )
-from donjon.adapters._cookies import MAX_COOKIE_HEADER, OVERSIZE, CookieLookup
+from donjon.adapters._cookies import MAX_COOKIE_HEADER, CookieLookup
 from donjon.config import CookiePolicy, TwoCredentials
 from donjon.errors import ConfigurationError
 
@@ -101,15 +102,24 @@ class TestFindCookie:
         assert len(raw) == MAX_COOKIE_HEADER
         assert find_cookie([raw], NAME).value == "x" * (MAX_COOKIE_HEADER - 7)
 
-    def test_huge_header_is_not_parsed(self) -> None:
-        raw = b"donjon=tok; pad=" + b"x" * MAX_COOKIE_HEADER
-        found = find_cookie([raw], NAME)
-        assert found == CookieLookup(OVERSIZE, "header_too_large")
-        assert found.presented  # so the engine rejects it (MALFORMED) and it is cleared
+    def test_huge_header_still_finds_the_session_cookie(self) -> None:
+        """Other cookies (analytics...) make the header huge, not the session cookie."""
+        pad = b"; ".join(b"a%d=" % i + b"x" * 1000 for i in range(17))
+        assert len(pad) > MAX_COOKIE_HEADER
+        for raw in (b"donjon=tok; " + pad, pad + b"; donjon=tok", pad + b";donjon=tok"):
+            assert find_cookie([raw], NAME) == CookieLookup("tok")
+        assert find_cookie([pad], NAME) == CookieLookup(None), "absent: nothing to clear"
+        assert not find_cookie([pad + b"; xdonjon=tok"], NAME).presented, "a boundary only"
+        assert find_cookie([pad + b"; donjon=a; donjon=b"], NAME) == CookieLookup("a", "duplicate")
+        assert find_cookie([pad + b"; donjon="], NAME) == CookieLookup(None, "empty")
 
     def test_huge_total_over_several_headers(self) -> None:
         half = b"p=" + b"x" * (MAX_COOKIE_HEADER // 2)
-        assert find_cookie([half, half, b"donjon=tok"], NAME).problem == "header_too_large"
+        assert find_cookie([half, half, b"donjon=tok"], NAME) == CookieLookup("tok")
+
+    def test_a_huge_session_cookie_is_found_and_left_to_the_engine(self) -> None:
+        raw = b"donjon=" + b"A" * 20_000
+        assert find_cookie([raw], NAME).value == "A" * 20_000  # MALFORMED (too_long) there
 
 
 class TestClientResolver:
@@ -392,3 +402,38 @@ def test_the_one_cookie_shortcut_agrees_with_the_general_parse(raw: str) -> None
     general = _cookies._pick(raw + ";", "donjon")  # the ';' forces the general path
     assert find_cookie([raw], "donjon") == general
     assert find_cookie([raw.encode("latin-1")], "donjon") == general
+
+
+@given(_COOKIE_TEXT)
+def test_the_over_size_scan_agrees_with_the_general_parse(raw: str) -> None:
+    """Padding that makes a header over-size changes nothing about the session cookie,
+    for every header whose cookie is spelt exactly ``name=`` (the scan's needle)."""
+    from donjon.adapters._cookies import _pick, _scan
+
+    if any(p.partition("=")[0].strip() == "donjon" and "donjon=" not in p for p in raw.split(";")):
+        return  # "donjon =x": only the general parse trims inside the name
+    assert _scan(raw, NAME) == _pick(raw, NAME)
+
+
+def _fail(outage: Any, logger: logging.Logger) -> None:
+    try:
+        raise RuntimeError("store down")  # noqa: TRY301 - the except is what is tested
+    except RuntimeError:
+        outage(logger, "session store unavailable while loading")
+
+
+def test_an_outage_is_logged_once_per_period(caplog: pytest.LogCaptureFixture) -> None:
+    from donjon.adapters._common import OutageLog
+
+    outage = OutageLog(every=3600)
+    logger = logging.getLogger("donjon.test-outage")
+    with caplog.at_level(logging.ERROR, logger="donjon.test-outage"):
+        for _ in range(1000):
+            _fail(outage, logger)
+    records = [r for r in caplog.records if r.name == "donjon.test-outage"]
+    assert len(records) == 1, "one record, not a thousand tracebacks"
+    assert records[0].exc_info is not None
+    outage._last -= 7200  # the period is over: the next record counts the rest
+    with caplog.at_level(logging.ERROR, logger="donjon.test-outage"):
+        _fail(outage, logger)
+    assert "(999 more like it" in caplog.records[-1].getMessage()

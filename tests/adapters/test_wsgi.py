@@ -153,7 +153,7 @@ def forged_token() -> str:
         ("garbage", "malformed"),
         ("", "absent"),
         ("v1." + "A" * 5000, "malformed"),
-        ("A" * 20_000, "malformed"),  # over MAX_COOKIE_HEADER: not even parsed
+        ("A" * 20_000, "malformed"),  # over MAX_COOKIE_HEADER: found, too long a token
         (None, "forged"),
     ],
     ids=["garbage", "empty", "long", "header-too-large", "forged"],

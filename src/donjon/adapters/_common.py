@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,9 +17,11 @@ from ..errors import ConfigurationError
 __all__ = [
     "ERROR_BODIES",
     "ClientResolver",
+    "OutageLog",
     "Proxy",
     "response_headers",
     "retry_after",
+    "store_unavailable",
 ]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -177,6 +181,40 @@ class ClientResolver:
         if forwarded_proto and self.trusts_proxies and self._trusted(peer):
             return forwarded_proto.split(",")[0].strip().lower() == "https"
         return False
+
+
+@final
+class OutageLog:
+    """Logs a store outage without flooding the log: one record (with its
+    traceback) per ``every`` seconds; the next record counts the ones held back.
+
+    During an outage every request fails the same way: thousands of
+    identical tracebacks a second would bury everything else.
+    """
+
+    __slots__ = ("_every", "_held", "_last", "_lock")
+
+    def __init__(self, every: float = 10.0) -> None:
+        self._every = every
+        self._last = float("-inf")
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, logger: logging.Logger, message: str) -> None:
+        """Log ``message`` with the current exception, or count it (call in ``except``)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self._every:
+                self._held += 1
+                return
+            held, self._held, self._last = self._held, 0, now
+        if held:
+            message += f" ({held} more like it in the last {self._every:g} s)"
+        logger.error(message, exc_info=True)
+
+
+store_unavailable: Final = OutageLog()
+"""The adapters' shared outage log."""
 
 
 def retry_after(seconds: float | None) -> str:

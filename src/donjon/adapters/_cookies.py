@@ -8,7 +8,8 @@ from typing import Final, NamedTuple
 __all__ = ["MAX_COOKIE_HEADER", "CookieLookup", "find_cookie"]
 
 MAX_COOKIE_HEADER: Final = 16 * 1024
-"""Cookie headers longer than this (all joined) are not parsed at all."""
+"""Cookie headers longer than this (all joined) are not split into cookies:
+only the session cookie is looked for, by a bounded scan."""
 
 
 class CookieLookup(NamedTuple):
@@ -36,9 +37,10 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
     Defined behaviour for hostile input:
 
     * several ``Cookie`` headers (HTTP/2) are joined with ``"; "``;
-    * a joined header over :data:`MAX_COOKIE_HEADER` bytes is not parsed: the
-      result carries ``problem="header_too_large"`` and a stand-in value that
-      the engine rejects as MALFORMED (``too_long``) before any other work;
+    * a joined header over :data:`MAX_COOKIE_HEADER` bytes is not split into
+      cookies: only ``name=`` is looked for at a cookie boundary (a bounded
+      scan), so a session cookie sent along with many other cookies is still
+      found; the value itself is capped by the engine (over-long: MALFORMED);
     * an empty value (a deleted cookie some clients still send), or ``""``
       (the same, quoted, as Django writes it), counts as no cookie — not an
       attack — and is cleared again;
@@ -54,7 +56,7 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
         (raw,) = headers
         text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
         if len(text) > MAX_COOKIE_HEADER:
-            return CookieLookup(OVERSIZE, "header_too_large")
+            return _scan(text, name)
         return _pick(text, name)
     parts: list[str] = []
     total = 0
@@ -67,12 +69,37 @@ def find_cookie(headers: Iterable[str | bytes], name: str) -> CookieLookup:
         else:
             text = raw
         total += len(text)
-        if total > MAX_COOKIE_HEADER:
-            return CookieLookup(OVERSIZE, "header_too_large")
         parts.append(text)
     if not parts:
         return ABSENT
-    return _pick("; ".join(parts) if len(parts) > 1 else parts[0], name)
+    joined = "; ".join(parts) if len(parts) > 1 else parts[0]
+    if total > MAX_COOKIE_HEADER:
+        return _scan(joined, name)
+    return _pick(joined, name)
+
+
+def _scan(text: str, name: str) -> CookieLookup:
+    """The session cookie of an over-size header, without splitting it.
+
+    Many other cookies (analytics, preferences) can make a header huge: that
+    says nothing about the session cookie, so it is still found — by a scan
+    for ``name=`` at a cookie boundary that stops after two hits (the first
+    wins, a second marks a duplicate), never by splitting the whole header.
+    """
+    needle = name + "="
+    found: list[str] = []
+    at = text.find(needle)
+    while at >= 0 and len(found) < 2:
+        j = at - 1
+        while j >= 0 and text[j] in " \t":
+            j -= 1
+        if j < 0 or text[j] == ";":
+            end = text.find(";", at)
+            found.append(text[at : end if end >= 0 else len(text)])
+        at = text.find(needle, at + len(needle))
+    if not found:
+        return ABSENT
+    return _pick("; ".join(found), name)
 
 
 def _pick(joined: str, name: str) -> CookieLookup:

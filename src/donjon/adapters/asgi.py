@@ -21,6 +21,7 @@ from ._common import (
     refresh_location,
     response_headers,
     safe_next,
+    store_unavailable,
 )
 from ._common import (
     retry_after as retry_after_value,
@@ -206,7 +207,7 @@ class SessionMiddleware:
                 lookup.value, binding=binding, client=client, path=scope.get("path")
             )
         except StoreUnavailable:
-            log.exception("session store unavailable while loading")
+            store_unavailable(log, "session store unavailable while loading")
             if scope["type"] == "http":
                 await _answer(send, 503)
             else:
@@ -245,7 +246,7 @@ class SessionMiddleware:
         try:
             outcome = await self.engine.refresh(token, client=client, path=scope.get("path"))
         except StoreUnavailable:
-            log.exception("session store unavailable while refreshing")
+            store_unavailable(log, "session store unavailable while refreshing")
             await _answer(send, 503)
             return
         if outcome.retry_after is not None:
@@ -295,7 +296,7 @@ class SessionMiddleware:
                         session, presented=presented, binding=binding
                     )
                 except StoreUnavailable:
-                    log.exception("session store unavailable while saving")
+                    store_unavailable(log, "session store unavailable while saving")
                     failed = True
                     await _answer(send, 503)
                     return

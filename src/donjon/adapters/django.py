@@ -44,7 +44,7 @@ from ..core import Verdict
 from ..engine import AsyncEngine, Engine
 from ..errors import ConfigurationError, MissingDependency, StoreUnavailable
 from ..session import Session
-from ._common import ERROR_BODIES, ClientResolver, Proxy
+from ._common import ERROR_BODIES, ClientResolver, Proxy, store_unavailable
 from ._cookies import find_cookie
 from .wsgi import SessionView, client_of, error_headers
 
@@ -420,7 +420,7 @@ class SessionMiddleware:
                 path=request.path,
             )
         except StoreUnavailable:
-            log.exception("session store unavailable while loading")
+            store_unavailable(log, "session store unavailable while loading")
             return _answer(503)
         if session.verdict is Verdict.LOCKED_OUT:
             return _answer(429, session.retry_after)
@@ -450,7 +450,7 @@ class SessionMiddleware:
         try:
             outcome = engine.commit(view.donjon, presented=presented, binding=binding)
         except StoreUnavailable:
-            log.exception("session store unavailable while saving")
+            store_unavailable(log, "session store unavailable while saving")
             # Releases what the discarded response held (a streaming
             # generator, an open file); it also sends request_finished early,
             # which Django's receivers tolerate.

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final, final
 from ..core import Verdict
 from ..errors import ConfigurationError, MissingDependency, StoreUnavailable
 from ..session import Session
-from ._common import ERROR_BODIES, ClientResolver, Proxy, response_headers
+from ._common import ERROR_BODIES, ClientResolver, Proxy, response_headers, store_unavailable
 from ._cookies import find_cookie
 from .wsgi import ENVIRON_KEY, SessionView, check_sync_engine, client_of, error_headers
 
@@ -200,7 +200,7 @@ class SessionInterface(_FlaskSessionInterface):
                 path=request.path,
             )
         except StoreUnavailable:
-            log.exception("session store unavailable while loading")
+            store_unavailable(log, "session store unavailable while loading")
             environ[_EDGE_KEY] = (503, None)
             return FlaskSession(Session(), persistent=persistent, edge=(503, None))
         if session.verdict is Verdict.LOCKED_OUT:
@@ -232,7 +232,7 @@ class SessionInterface(_FlaskSessionInterface):
                 session.donjon, presented=session._presented, binding=session._binding
             )
         except StoreUnavailable:
-            log.exception("session store unavailable while saving")
+            store_unavailable(log, "session store unavailable while saving")
             _replace(response, 503)
             return
         if session.accessed:

@@ -26,6 +26,7 @@ from ._common import (
     refresh_location,
     response_headers,
     safe_next,
+    store_unavailable,
 )
 from ._common import (
     retry_after as retry_after_value,
@@ -192,7 +193,7 @@ class _Commit:
                     self._session, presented=self._presented, binding=self._binding
                 )
             except StoreUnavailable:
-                log.exception("session store unavailable while saving")
+                store_unavailable(log, "session store unavailable while saving")
                 self.failed = True
                 self.started = True
                 _answer(self._start, 503)
@@ -318,7 +319,7 @@ class SessionMiddleware:
         try:
             outcome = self.engine.refresh(token, client=client, path=environ.get("PATH_INFO"))
         except StoreUnavailable:
-            log.exception("session store unavailable while refreshing")
+            store_unavailable(log, "session store unavailable while refreshing")
             return _answer(start_response, 503)
         if outcome.retry_after is not None:
             # Locked out: no cookie is touched, or a client sharing the
@@ -347,7 +348,7 @@ class SessionMiddleware:
                 path=environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
             )
         except StoreUnavailable:
-            log.exception("session store unavailable while loading")
+            store_unavailable(log, "session store unavailable while loading")
             return _answer(start_response, 503)
         if session.verdict is Verdict.LOCKED_OUT:
             return _answer(start_response, 429, session.retry_after)

@@ -47,7 +47,13 @@ from email.utils import format_datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
-from ..adapters._common import ERROR_BODIES, ClientResolver, Proxy, response_headers
+from ..adapters._common import (
+    ERROR_BODIES,
+    ClientResolver,
+    Proxy,
+    response_headers,
+    store_unavailable,
+)
 from ..adapters._common import retry_after as retry_after_value
 from ..adapters._cookies import find_cookie
 from ..adapters.asgi import SessionMiddleware
@@ -1480,7 +1486,7 @@ class ExpressSessionMiddleware:
                 presented=lookup.presented,
             )
         except StoreUnavailable:
-            log.exception("express-session store unavailable while loading")
+            store_unavailable(log, "express-session store unavailable while loading")
             if scope["type"] == "http":
                 await _answer(send, 503)
             else:
@@ -1512,7 +1518,7 @@ class ExpressSessionMiddleware:
                 try:
                     outcome = await self.engine.commit(ctx)
                 except StoreUnavailable:
-                    log.exception("express-session store unavailable while saving")
+                    store_unavailable(log, "express-session store unavailable while saving")
                     failed = True
                     await _answer(send, 503)
                     return
@@ -1555,7 +1561,7 @@ class ExpressSessionMiddleware:
                     outcome = await engine.commit(session, presented=False)
                     await self.engine.revoke(old.id or "")
                 except StoreUnavailable:
-                    log.exception("store unavailable while upgrading an express session")
+                    store_unavailable(log, "store unavailable while upgrading an express session")
                     failed = True
                     await _answer(send, 503)
                     return
