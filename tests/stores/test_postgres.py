@@ -8,9 +8,13 @@ once, async, and run against both stores: the sync one through worker threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -880,3 +884,63 @@ def test_rows_of_schema_step_1_are_converted_exactly(
     assert rec.fields["flag"] == '"true"', "a string stays a string"
     cas = _write(k, fields={"rt": "1801"}, expect=("rt", "1800"), create=False)
     assert store.write(cas) is True, "a converted number still compares"
+
+
+def _postgres_pids(server: PostgresServer) -> list[int]:
+    """The postmaster of ``server`` and its children (backends, workers)."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"postgres -D {server.data}"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    pids = [int(p) for p in found]
+    for pid in list(pids):
+        kids = subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        pids += [int(k) for k in kids]
+    return pids
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_a_frozen_server_gives_store_unavailable_in_time(
+    postgres_server: PostgresServer, postgres_url: str, postgres_prefix: str, face: str
+) -> None:
+    """A hung server (or a black-holed network) never answers and its kernel still
+    acknowledges every byte: statement_timeout cannot fire; the client-side
+    deadline must (pool_timeout + statement_timeout + 1 s)."""
+    k = _key("frozen")
+    if face == "sync":
+        store: Any = PostgresStore(
+            postgres_url, table_prefix=postgres_prefix, pool_timeout=0.5, statement_timeout=0.5
+        )
+        call = functools.partial(store.load, k)
+    else:
+        store = AsyncPostgresStore(
+            postgres_url, table_prefix=postgres_prefix, pool_timeout=0.5, statement_timeout=0.5
+        )
+        loop = asyncio.new_event_loop()
+
+        def call() -> Any:
+            return loop.run_until_complete(store.load(k))
+
+    try:
+        assert call() is None  # warm: the pool holds an open connection
+        pids = _postgres_pids(postgres_server)
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                call()
+            assert time.monotonic() - started < 2 + 1.5, "within the deadline, not for ever"
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        assert _until_up(call) is None, "the store works again once the server answers"
+    finally:
+        if face == "sync":
+            store.close()
+        else:
+            loop.run_until_complete(store.close())
+            loop.close()
+

@@ -19,12 +19,16 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import heapq
 import itertools
 import json
 import logging
 import math
+import os
 import re
+import socket
 import threading
+import time
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -416,6 +420,77 @@ def _pool_settings(
     )
 
 
+# -- the client-side deadline ---------------------------------------------------------
+@final
+class _Watchdog:
+    """Breaks the connection of a statement that outlives its deadline.
+
+    ``statement_timeout`` is enforced by the server: a server that hangs (or a
+    network that drops packets) never answers, and libpq would wait for ever
+    (a frozen server's kernel still acknowledges every byte, so TCP timeouts
+    do not fire either). One daemon thread keeps the deadlines; when one
+    passes, it shuts the connection's socket down, so the waiting read fails
+    at once (psycopg raises, the store raises :class:`StoreUnavailable`, the
+    pool drops the connection). Shutting a socket down from another thread is
+    safe: only the descriptor's duplicate is closed here.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, int]] = []  # (deadline, ticket, fd)
+        self._live: set[int] = set()
+        self._tickets = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, fileno: int, seconds: float) -> Iterator[None]:
+        """Break connection ``fileno`` unless the block ends within ``seconds``."""
+        ticket = next(self._tickets)
+        with self._lock:
+            heapq.heappush(self._heap, (time.monotonic() + seconds, ticket, fileno))
+            self._live.add(ticket)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="donjon-postgres-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._lock.notify()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._live.discard(ticket)
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                while not self._heap:
+                    self._lock.wait()
+                deadline, ticket, fileno = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._lock.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                if ticket not in self._live:
+                    continue
+                self._live.discard(ticket)
+            log.error("PostgreSQL store: no answer within the deadline; connection broken")
+            _shut(fileno)
+
+
+def _shut(fileno: int) -> None:
+    with contextlib.suppress(OSError):
+        dup = socket.socket(fileno=os.dup(fileno))
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        finally:
+            dup.close()
+
+
+_WATCHDOG: Final = _Watchdog()
+
+
 # -- the stores ----------------------------------------------------------------------
 _NEED_ONE: Final = (
     "give exactly one of conninfo (a libpq connection string or a postgresql:// URL) and pool"
@@ -427,6 +502,7 @@ class _Common:
         "_clock",
         "_closed",
         "_creates",
+        "_deadline",
         "_owns_pool",
         "_purge_every",
         "_q",
@@ -448,6 +524,7 @@ class _Common:
             raise ConfigurationError(_NEED_ONE)
         self._purge_every = _check_purge_every(purge_every)
         self._creates = itertools.count(1)
+        self._deadline = 5.0  # the subclasses set pool_timeout + statement_timeout + 1
         self._q = _render(_check_prefix(table_prefix))
         self._clock: Clock = clock or SystemClock()
         self._owns_pool = not has_pool
@@ -485,7 +562,10 @@ class PostgresStore(_Common):
     - Any connection failure, pool timeout or statement timeout raises
       :class:`~donjon.StoreUnavailable` within about ``pool_timeout`` (or
       ``statement_timeout``) seconds; broken connections are checked for and
-      replaced, so the same store works again once the server is back.
+      replaced, so the same store works again once the server is back. A
+      server that hangs without answering (which the server-side
+      ``statement_timeout`` cannot catch) is cut off by a client-side
+      deadline of ``pool_timeout + statement_timeout + 1`` seconds.
 
     Not guaranteed: expiry by the server. PostgreSQL has no TTL: expired rows
     are ignored on read and deleted by :meth:`purge_expired`, which the store
@@ -542,6 +622,9 @@ class PostgresStore(_Common):
             clock=clock,
             purge_every=purge_every,
         )
+        _positive("pool_timeout", pool_timeout)
+        _positive("statement_timeout", statement_timeout)
+        self._deadline = pool_timeout + statement_timeout + 1.0
         self._setup_lock = threading.Lock()
         if pool is not None:
             self._pool = pool
@@ -573,10 +656,15 @@ class PostgresStore(_Common):
             # request starts a fresh one, so recovery does not wait for backoff.
             reconnect_timeout=s.timeout,
             configure=configure,
-            check=pool_mod.ConnectionPool.check_connection,
+            check=self._check,
             name="donjon",
             open=False,
         )
+
+    def _check(self, conn: Connection[TupleRow]) -> None:
+        """The pool's check of a connection it hands out, under the deadline."""
+        with _WATCHDOG.guard(conn.fileno(), self._deadline):
+            _psycopg().pool.ConnectionPool.check_connection(conn)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -593,7 +681,12 @@ class PostgresStore(_Common):
             if self._owns_pool:
                 with _failures(self._where):
                     self._pool.open(wait=False)
-            with _failures(self._where), self._pool.connection() as conn, conn.transaction():
+            with (
+                _failures(self._where),
+                self._pool.connection() as conn,
+                _WATCHDOG.guard(conn.fileno(), self._deadline + 30.0),  # (a migration)
+                conn.transaction(),
+            ):
                 steps = _schema_steps(self._q)
                 with contextlib.suppress(StopIteration):
                     sql, params = next(steps)
@@ -607,7 +700,11 @@ class PostgresStore(_Common):
             self._ensure()
         sql, params = statement
         try:
-            with _failures(self._where), self._pool.connection() as conn:
+            with (
+                _failures(self._where),
+                self._pool.connection() as conn,
+                _WATCHDOG.guard(conn.fileno(), self._deadline),
+            ):
                 cur = conn.execute(sql, params)
                 return (cur.fetchall() if cur.description else []), cur.rowcount
         except StoreUnavailable as exc:
@@ -714,6 +811,9 @@ class AsyncPostgresStore(_Common):
             clock=clock,
             purge_every=purge_every,
         )
+        _positive("pool_timeout", pool_timeout)
+        _positive("statement_timeout", statement_timeout)
+        self._deadline = pool_timeout + statement_timeout + 1.0
         self._setup_lock = asyncio.Lock()
         if pool is not None:
             self._pool = pool
@@ -743,10 +843,15 @@ class AsyncPostgresStore(_Common):
             timeout=s.timeout,
             reconnect_timeout=s.timeout,  # see PostgresStore
             configure=configure,
-            check=pool_mod.AsyncConnectionPool.check_connection,
+            check=self._check,
             name="donjon",
             open=False,
         )
+
+    async def _check(self, conn: AsyncConnection[TupleRow]) -> None:
+        """The pool's check of a connection it hands out, under the deadline."""
+        with _WATCHDOG.guard(conn.fileno(), self._deadline):
+            await _psycopg().pool.AsyncConnectionPool.check_connection(conn)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncPostgresStore:
@@ -764,14 +869,16 @@ class AsyncPostgresStore(_Common):
                 with _failures(self._where):
                     await self._pool.open(wait=False)
             with _failures(self._where):
-                async with self._pool.connection() as conn, conn.transaction():
-                    steps = _schema_steps(self._q)
-                    with contextlib.suppress(StopIteration):
-                        sql, params = next(steps)
-                        while True:
-                            cur = await conn.execute(sql, params)
-                            rows = await cur.fetchall() if cur.description else []
-                            sql, params = steps.send(rows)
+                async with self._pool.connection() as conn:
+                    with _WATCHDOG.guard(conn.fileno(), self._deadline + 30.0):
+                        async with conn.transaction():
+                            steps = _schema_steps(self._q)
+                            with contextlib.suppress(StopIteration):
+                                sql, params = next(steps)
+                                while True:
+                                    cur = await conn.execute(sql, params)
+                                    rows = await cur.fetchall() if cur.description else []
+                                    sql, params = steps.send(rows)
             self._ready = True
 
     async def _run(self, statement: _Statement) -> tuple[list[_Row], int]:
@@ -781,8 +888,9 @@ class AsyncPostgresStore(_Common):
         try:
             with _failures(self._where):
                 async with self._pool.connection() as conn:
-                    cur = await conn.execute(sql, params)
-                    return (await cur.fetchall() if cur.description else []), cur.rowcount
+                    with _WATCHDOG.guard(conn.fileno(), self._deadline):
+                        cur = await conn.execute(sql, params)
+                        return (await cur.fetchall() if cur.description else []), cur.rowcount
         except StoreUnavailable as exc:
             if _table_missing(exc):
                 self._ready = False
