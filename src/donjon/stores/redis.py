@@ -101,17 +101,25 @@ if not create and oldseen then
   local old = tonumber(oldseen)
   if old ~= nil and old > tonumber(seen) then seen = oldseen end
 end
-redis.call('HSET', s, 'class', ARGV[6], 'seen', seen, 'expires', ARGV[11])
-if create then redis.call('HSET', s, 'created', ARGV[9]) end
+-- One HSET for the metadata and (up to 100) fields: a usual write is one call.
+local set = {'class', ARGV[6], 'seen', seen, 'expires', ARGV[11]}
+if create then
+  set[7], set[8] = 'created', ARGV[9]
+end
 if uh ~= '' then
-  redis.call('HSET', s, 'user', ARGV[7], 'uh', uh)
-elseif not create then
+  set[#set + 1], set[#set + 2] = 'user', ARGV[7]
+  set[#set + 1], set[#set + 2] = 'uh', uh
+elseif olduh then
   redis.call('HDEL', s, 'user', 'uh')
 end
 local last = 14 + 2 * tonumber(ARGV[12])
 local i = 15
+local j = math.min(i + 199, last)
+for k = i, j do set[#set + 1] = ARGV[k] end
+redis.call('HSET', s, unpack(set))
+i = j + 1
 while i <= last do
-  local j = math.min(i + 199, last)
+  j = math.min(i + 199, last)
   redis.call('HSET', s, unpack(ARGV, i, j))
   i = j + 1
 end
