@@ -475,8 +475,11 @@ class _Watchdog:
                 if ticket not in self._live:
                     continue
                 self._live.discard(ticket)
+                # Under the lock: the guarded block cannot have ended (leaving it
+                # waits for this lock), so the descriptor is still its connection's,
+                # never one reused by another socket or another request.
+                _shut(fileno)
             log.error("PostgreSQL store: no answer within the deadline; connection broken")
-            _shut(fileno)
 
 
 def _shut(fileno: int) -> None:
