@@ -433,7 +433,12 @@ def test_an_outage_is_logged_once_per_period(caplog: pytest.LogCaptureFixture) -
     records = [r for r in caplog.records if r.name == "donjon.test-outage"]
     assert len(records) == 1, "one record, not a thousand tracebacks"
     assert records[0].exc_info is not None
-    outage._last -= 7200  # the period is over: the next record counts the rest
+    other = logging.getLogger("donjon.test-outage-2")
+    with caplog.at_level(logging.ERROR, logger="donjon.test-outage-2"):
+        _fail(outage, other)  # another outage (another logger): its own first record
+    assert [r.name for r in caplog.records].count("donjon.test-outage-2") == 1
+    for state in outage._state.values():
+        state[0] -= 7200  # the period is over: the next record counts the rest
     with caplog.at_level(logging.ERROR, logger="donjon.test-outage"):
         _fail(outage, logger)
     assert "(999 more like it" in caplog.records[-1].getMessage()

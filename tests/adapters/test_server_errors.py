@@ -129,3 +129,69 @@ async def test_raw_asgi_server_errors_keep_nothing(status: int) -> None:
     await asgi.SessionMiddleware(app, engine=engine)(scope, receive, send)
     assert sent[0]["status"] == status and sent[0]["headers"] == []
     assert await engine.sessions_of("mallory") == []
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_a_server_error_still_logs_out_and_clears_a_bad_cookie(status: int) -> None:
+    """Only what raises privilege is dropped: a logout is kept, a stale cookie cleared."""
+    engine = fresh_engine()
+    s = await engine.load(None)
+    s.login("alice")
+    token = (await engine.commit(s, presented=False)).token
+    assert token is not None
+    action = {"do": "logout"}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if action["do"] == "logout":
+            scope["session"].logout()
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def run(cookie: str) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": [(b"cookie", f"donjon={cookie}".encode())],
+            "client": ("1.2.3.4", 1),
+        }
+        await asgi.SessionMiddleware(app, engine=engine)(scope, receive, send)
+        return sent
+
+    sent = await run(token)
+    assert any(k == b"set-cookie" and b"Max-Age=0" in v for k, v in sent[0]["headers"])
+    assert (await engine.load(token)).verdict.value == "unknown", "the logout was kept"
+    action["do"] = "nothing"
+    sent = await run(token)  # the stale cookie, with another server error
+    assert any(k == b"set-cookie" and b"Max-Age=0" in v for k, v in sent[0]["headers"])
+
+
+def test_flask_failed_logout_is_still_a_logout() -> None:
+    engine, _ = make_engine()
+    app = flask.Flask(__name__)
+    init_app(app, engine)
+
+    @app.post("/login")
+    def login() -> str:
+        flask.session.login("alice")  # type: ignore[attr-defined]
+        return "ok"
+
+    @app.post("/logout-then-crash")
+    def crash() -> str:
+        flask.session.logout()  # type: ignore[attr-defined]
+        raise RuntimeError("boom")
+
+    client = app.test_client()
+    app.testing = False
+    assert client.post("/login").status_code == 200
+    assert [i.user_id for i in engine.sessions_of("alice")] == ["alice"]
+    assert client.post("/logout-then-crash").status_code == 500
+    assert engine.sessions_of("alice") == []

@@ -738,3 +738,54 @@ async def test_a_cancelled_login_commit_still_moves_the_session(
     await asyncio.sleep(0.1)  # the shielded steps finish
     assert inner.load(record_key(first.token.split(".")[3])) is None, "the old record went"
     assert len(inner.sessions_of("alice")) == 1
+
+
+async def test_a_failure_after_a_cancelled_commit_is_reported(
+    ring: KeyRing, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from donjon.stores import as_async
+
+    inner = MemoryStore(clock=clock)
+    face = as_async(inner)
+    errors: list[str] = []
+
+    class Failing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(face, name)
+
+        async def write(self, write: Write) -> bool:
+            await asyncio.sleep(0.05)
+            return inner.write(write)
+
+        async def delete(self, key: str) -> bool:
+            raise StoreUnavailable("down")
+
+    class Hook:
+        def __call__(self, event: VerdictEvent) -> None: ...
+
+        def store_error(self, operation: str) -> None:
+            errors.append(operation)
+
+    engine = AsyncEngine(
+        keyring=ring,
+        store=Failing(),  # type: ignore[arg-type]
+        clock=clock,
+        guard=None,
+        events=[Hook()],
+    )
+    s = await engine.load(None)
+    s["a"] = 1
+    first = await engine.commit(s, presented=False)
+    assert first.token is not None
+    s = await engine.load(first.token)
+    s.login("bob")
+    task = asyncio.ensure_future(engine.commit(s, presented=True))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    assert "finishing a cancelled commit" in caplog.text
+    assert errors == ["commit"]

@@ -944,3 +944,28 @@ def test_a_frozen_server_gives_store_unavailable_in_time(
             loop.run_until_complete(store.close())
             loop.close()
 
+
+
+def test_a_migration_is_not_cut_by_the_statement_timeout(
+    make_postgres_store: Callable[..., PostgresStore],
+    postgres_url: str,
+    postgres_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step that rewrites a big table takes longer than one request's statement:
+    cut, it would roll back and run again on every request, for ever."""
+    slow_step = ("SELECT pg_sleep(0.5)",)
+    monkeypatch.setattr(pg_module, "MIGRATIONS", (*pg_module.MIGRATIONS, slow_step))
+    store = make_postgres_store(statement_timeout=0.1)
+    assert store.write(_write(_key("after-migration"), expires_at=time.time() + 60))
+    assert _version(postgres_url, postgres_prefix) == len(pg_module.MIGRATIONS)
+    with pytest.raises(StoreUnavailable, match="statement timeout"):
+        store._run((b"SELECT pg_sleep(0.5)", ()))  # a request's statement is still cut
+
+
+def test_the_watchdog_forgets_finished_statements() -> None:
+    dog = pg_module._Watchdog()
+    for _ in range(10_000):
+        with dog.guard(-1, 60.0):
+            pass
+    assert len(dog._heap) <= 64 + 2, "finished entries leave in bulk"

@@ -192,22 +192,27 @@ class OutageLog:
     identical tracebacks a second would bury everything else.
     """
 
-    __slots__ = ("_every", "_held", "_last", "_lock")
+    __slots__ = ("_every", "_lock", "_state")
 
     def __init__(self, every: float = 10.0) -> None:
         self._every = every
-        self._last = float("-inf")
-        self._held = 0
+        self._state: dict[tuple[str, str], list[float]] = {}  # -> [last, held]
         self._lock = threading.Lock()
 
     def __call__(self, logger: logging.Logger, message: str) -> None:
-        """Log ``message`` with the current exception, or count it (call in ``except``)."""
+        """Log ``message`` with the current exception, or count it (call in ``except``).
+
+        Each message of each logger has its own period: one outage never
+        hides the first record of another.
+        """
         now = time.monotonic()
         with self._lock:
-            if now - self._last < self._every:
-                self._held += 1
+            state = self._state.setdefault((logger.name, message), [float("-inf"), 0])
+            if now - state[0] < self._every:
+                state[1] += 1
                 return
-            held, self._held, self._last = self._held, 0, now
+            held = int(state[1])
+            state[0], state[1] = now, 0
         if held:
             message += f" ({held} more like it in the last {self._every:g} s)"
         logger.error(message, exc_info=True)

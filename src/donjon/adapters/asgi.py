@@ -107,7 +107,9 @@ class SessionMiddleware:
     * any other bad cookie starts a fresh anonymous session and the bad cookie
       is cleared — never a 500, never a traceback;
     * a server error (a 5xx response start, e.g. a framework's answer to an
-      exception) commits nothing: a half-done login or change is not kept;
+      exception) saves nothing but a logout: a half-done login or change is
+      not kept, a destroyed session is still deleted, a bad cookie still
+      cleared;
     * a response that sets or clears the cookie carries
       ``Cache-Control: no-store`` (replacing the app's), so no shared cache
       keeps a token; an untouched new session sends no cookie at all.
@@ -123,8 +125,9 @@ class SessionMiddleware:
     ``Proxy(trust_unix_socket=True)`` reads the client from
     ``X-Forwarded-For``.
 
-    Cookie header edge cases (duplicates: the first wins; over 16 KiB: not
-    parsed, MALFORMED) are those of :func:`~donjon.adapters.find_cookie`.
+    Cookie header edge cases (duplicates: the first wins; over 16 KiB: only
+    the session cookie is looked for, by a bounded scan) are those of
+    :func:`~donjon.adapters.find_cookie`.
     WebSocket connections get the session **read-only**: it is loaded and
     checked at the handshake, but nothing the socket handler changes is
     saved, since no HTTP response carries a cookie back.
@@ -285,16 +288,16 @@ class SessionMiddleware:
             nonlocal failed
             kind = message["type"]
             if kind == "http.response.start":
-                if message.get("status", 200) >= 500:
-                    # A server error commits nothing (frameworks that turn an
-                    # exception into a 500 inside the app land here): a
-                    # half-done login or change is not kept.
-                    await send(message)
-                    return
                 try:
-                    outcome = await self.engine.commit(
-                        session, presented=presented, binding=binding
-                    )
+                    if message.get("status", 200) >= 500:
+                        # A server error saves nothing but a logout (frameworks
+                        # that turn an exception into a 500 inside the app land
+                        # here): a half-done login or change is not kept.
+                        outcome = await self.engine.abandon(session, presented=presented)
+                    else:
+                        outcome = await self.engine.commit(
+                            session, presented=presented, binding=binding
+                        )
                 except StoreUnavailable:
                     store_unavailable(log, "session store unavailable while saving")
                     failed = True

@@ -445,10 +445,13 @@ class SessionMiddleware:
         binding: str | bytes | None,
     ) -> Any:
         engine = self.engine
-        if response.status_code >= 500:
-            return response  # a server error commits nothing: a half-done change is not kept
         try:
-            outcome = engine.commit(view.donjon, presented=presented, binding=binding)
+            outcome = (
+                # A server error saves nothing but a logout: a half-done change is not kept.
+                engine.abandon(view.donjon, presented=presented)
+                if response.status_code >= 500
+                else engine.commit(view.donjon, presented=presented, binding=binding)
+            )
         except StoreUnavailable:
             store_unavailable(log, "session store unavailable while saving")
             # Releases what the discarded response held (a streaming

@@ -225,11 +225,14 @@ class SessionInterface(_FlaskSessionInterface):
         if session._committed:
             return
         session._committed = True
-        if response.status_code >= 500:
-            return  # a server error commits nothing: a half-done change is not kept
         try:
-            outcome = self.engine.commit(
-                session.donjon, presented=session._presented, binding=session._binding
+            outcome = (
+                # A server error saves nothing but a logout: a half-done change is not kept.
+                self.engine.abandon(session.donjon, presented=session._presented)
+                if response.status_code >= 500
+                else self.engine.commit(
+                    session.donjon, presented=session._presented, binding=session._binding
+                )
             )
         except StoreUnavailable:
             store_unavailable(log, "session store unavailable while saving")

@@ -181,16 +181,18 @@ class _Commit:
     ) -> Callable[[bytes], object]:
         if self.failed:
             return _discard
-        if self._extra is None and _server_error(status):
-            # A server error commits nothing (an app or framework that turned
-            # an exception into a 500): a half-done login or change is not kept.
-            self._extra = []
         if self._extra is None:
             # The first start commits. A second one (PEP 3333 allows it, with
             # exc_info, to replace an error page) re-sends the same cookie.
             try:
-                outcome: Outcome = self._engine.commit(
-                    self._session, presented=self._presented, binding=self._binding
+                outcome: Outcome = (
+                    # A server error saves nothing but a logout (an app or
+                    # framework that turned an exception into a 500).
+                    self._engine.abandon(self._session, presented=self._presented)
+                    if _server_error(status)
+                    else self._engine.commit(
+                        self._session, presented=self._presented, binding=self._binding
+                    )
                 )
             except StoreUnavailable:
                 store_unavailable(log, "session store unavailable while saving")
@@ -269,8 +271,9 @@ class SessionMiddleware:
 
     The session is committed when the app calls ``start_response``: changes
     made while the body is being produced are not saved. A server error
-    (a 5xx status, e.g. a framework's answer to an exception) and an app that
-    raises before starting its response commit nothing.
+    (a 5xx status, e.g. a framework's answer to an exception) saves nothing
+    but a logout (a bad cookie is still cleared), and an app that raises
+    before starting its response commits nothing.
 
     Args:
         app: The WSGI app to wrap.

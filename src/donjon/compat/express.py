@@ -1556,7 +1556,8 @@ class ExpressSessionMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             nonlocal failed
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and message.get("status", 200) < 500:
+                # (a server error upgrades nothing: the express session stays)
                 try:
                     outcome = await engine.commit(session, presented=False)
                     await self.engine.revoke(old.id or "")

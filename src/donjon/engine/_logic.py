@@ -784,6 +784,24 @@ class EngineCore:
                 old,
             )
 
+    def abandon(self, session: Session, *, presented: bool) -> tuple[list[Op], Outcome]:
+        """What a failed request (a server error) still does, instead of :meth:`settle`.
+
+        Nothing the request changed is saved (a half-done login is not kept),
+        except what only lowers privilege: a destroyed session is still
+        deleted and its cookie cleared. A bad cookie is still cleared, so the
+        browser stops presenting it (and the guard stops counting it).
+        """
+        both = self.two is not None
+        if session.destroyed:
+            ops = [] if self.sealed is not None and not both else self._doomed(session)
+            if presented or ops:
+                return ops, CLEAR_BOTH if both else CLEAR
+            return ops, NOTHING
+        if session.verdict is not Verdict.VALID and presented:
+            return [], CLEAR_BOTH if both else CLEAR
+        return [], NOTHING
+
     def untouched(self, session: Session, *, presented: bool) -> Outcome | None:
         """The outcome of a new session the request never touched, else ``None``.
 

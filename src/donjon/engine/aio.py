@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, final
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncEngine"]
 
+log = logging.getLogger("donjon.engine")
+
 
 def _first_step(flow: flows.Flow) -> tuple[flows.Request | None, Any]:
     """Run a flow to its first I/O request: ``(request, None)``, or ``(None, result)``.
@@ -37,12 +40,6 @@ def _first_step(flow: flows.Flow) -> tuple[flows.Request | None, Any]:
         return flow.send(None), None
     except StopIteration as done:
         return None, done.value
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Retrieve a shielded task's outcome (its awaiter may be gone)."""
-    if not task.cancelled():
-        task.exception()
 
 
 @final
@@ -196,6 +193,17 @@ class AsyncEngine:
             core.audit(session, old_id, outcome)
         return outcome
 
+    async def abandon(self, session: Session, *, presented: bool) -> Outcome:
+        """End a failed request (a 5xx): save nothing but a logout; clear a bad cookie.
+
+        See :meth:`EngineCore.abandon`. Raises :class:`~donjon.StoreUnavailable`
+        when the store is down while deleting a destroyed session.
+        """
+        ops, outcome = self.core.abandon(session, presented=presented)
+        if ops:
+            await self._ops(ops, "commit")
+        return outcome
+
     async def _run(self, flow: flows.Flow, request: flows.Request, operation: str) -> Any:
         store = self.store
         try:
@@ -256,12 +264,32 @@ class AsyncEngine:
         try:
             if len(ops) > 1:
                 task = asyncio.ensure_future(self._apply(ops))
-                task.add_done_callback(_retrieve)
-                return await asyncio.shield(task)
+                try:
+                    return await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    # Nobody awaits the steps any more: report their failure.
+                    task.add_done_callback(self._late_failure(operation))
+                    raise
             return await self._apply(ops)
         except StoreUnavailable:
             self.core.events.store_error(operation)
             raise
+
+    def _late_failure(self, operation: str) -> Callable[[asyncio.Future[Any]], None]:
+        """A callback that logs (and tells the hooks) a failure nobody awaits."""
+
+        def report(task: asyncio.Future[Any]) -> None:
+            if task.cancelled() or task.exception() is None:
+                return
+            log.error(
+                "session store failed while finishing a cancelled %s",
+                operation,
+                exc_info=task.exception(),
+            )
+            if isinstance(task.exception(), StoreUnavailable):
+                self.core.events.store_error(operation)
+
+        return report
 
     async def kill(self, session_class: str, *, at: float | None = None) -> float:
         """Revoke every token of a class issued before now; see ``Engine.kill``."""

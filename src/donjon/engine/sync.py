@@ -152,6 +152,21 @@ class Engine:
         flow = flows.commit(self.core, session, presented=presented, binding=binding)
         return self._drive(flow, "commit")  # type: ignore[no-any-return]
 
+    def abandon(self, session: Session, *, presented: bool) -> Outcome:
+        """End a failed request (a 5xx): save nothing but a logout; clear a bad cookie.
+
+        See :meth:`EngineCore.abandon`. Raises :class:`~donjon.StoreUnavailable`
+        when the store is down while deleting a destroyed session.
+        """
+        ops, outcome = self.core.abandon(session, presented=presented)
+        if ops:
+            try:
+                self._answer(flows.RunOps(ops))
+            except StoreUnavailable:
+                self.core.events.store_error("commit")
+                raise
+        return outcome
+
     def _drive(self, flow: flows.Flow, operation: str) -> Any:
         reply: Any = None
         try:

@@ -95,6 +95,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 """The schema, as ordered steps; the schema version is the number of steps applied."""
 
 _SCHEMA_SQL: Final = {
+    # A migration may rewrite every row: the per-request statement timeout
+    # must not cut it (it would roll back and start again on every request).
+    "no_timeout": "SET LOCAL statement_timeout = 0",
     "lock": "SELECT pg_advisory_xact_lock(%s)",
     "exists": "SELECT to_regclass(%s) IS NOT NULL",
     "create": "CREATE TABLE IF NOT EXISTS {schema} ("
@@ -193,6 +196,7 @@ def _schema_steps(q: _Queries) -> Generator[_Statement, list[_Row], None]:
     first makes concurrent starts (several processes, several stores) wait
     for each other instead of racing on ``CREATE TABLE``.
     """
+    yield q.schema["no_timeout"], ()
     yield q.schema["lock"], (q.lock_id,)
     (exists,), *_ = yield q.schema["exists"], (f"{q.prefix}schema",)
     if not exists:
@@ -446,20 +450,28 @@ class _Watchdog:
     def guard(self, fileno: int, seconds: float) -> Iterator[None]:
         """Break connection ``fileno`` unless the block ends within ``seconds``."""
         ticket = next(self._tickets)
+        entry = (time.monotonic() + seconds, ticket, fileno)
         with self._lock:
-            heapq.heappush(self._heap, (time.monotonic() + seconds, ticket, fileno))
+            heapq.heappush(self._heap, entry)
             self._live.add(ticket)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._watch, name="donjon-postgres-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._lock.notify()
+            if self._heap[0] is entry:
+                self._lock.notify()  # only a new earliest deadline wakes the thread
         try:
             yield
         finally:
             with self._lock:
                 self._live.discard(ticket)
+                heap = self._heap
+                if len(heap) > 2 * len(self._live) + 64:
+                    # Finished entries leave lazily: drop them in bulk, so the
+                    # heap stays proportional to the statements running now.
+                    self._heap = [e for e in heap if e[1] in self._live]
+                    heapq.heapify(self._heap)
 
     def _watch(self) -> None:
         while True:
@@ -492,6 +504,9 @@ def _shut(fileno: int) -> None:
 
 
 _WATCHDOG: Final = _Watchdog()
+_MIGRATION_DEADLINE: Final = 3600.0
+"""Schema set-up and migrations may rewrite every row: no statement timeout
+(see ``no_timeout``), and an hour before the watchdog steps in."""
 
 
 # -- the stores ----------------------------------------------------------------------
@@ -687,7 +702,7 @@ class PostgresStore(_Common):
             with (
                 _failures(self._where),
                 self._pool.connection() as conn,
-                _WATCHDOG.guard(conn.fileno(), self._deadline + 30.0),  # (a migration)
+                _WATCHDOG.guard(conn.fileno(), _MIGRATION_DEADLINE),
                 conn.transaction(),
             ):
                 steps = _schema_steps(self._q)
@@ -873,7 +888,7 @@ class AsyncPostgresStore(_Common):
                     await self._pool.open(wait=False)
             with _failures(self._where):
                 async with self._pool.connection() as conn:
-                    with _WATCHDOG.guard(conn.fileno(), self._deadline + 30.0):
+                    with _WATCHDOG.guard(conn.fileno(), _MIGRATION_DEADLINE):
                         async with conn.transaction():
                             steps = _schema_steps(self._q)
                             with contextlib.suppress(StopIteration):
