@@ -536,13 +536,18 @@ class _Common:
         table_prefix: str,
         clock: Clock | None,
         purge_every: int,
+        pool_timeout: float,
+        statement_timeout: float,
     ) -> None:
         _psycopg()
         if (conninfo is None) != has_pool:
             raise ConfigurationError(_NEED_ONE)
         self._purge_every = _check_purge_every(purge_every)
         self._creates = itertools.count(1)
-        self._deadline = 5.0  # the subclasses set pool_timeout + statement_timeout + 1
+        _positive("pool_timeout", pool_timeout)
+        _positive("statement_timeout", statement_timeout)
+        # The client-side deadline of one statement (see _Watchdog).
+        self._deadline = pool_timeout + statement_timeout + 1.0
         self._q = _render(_check_prefix(table_prefix))
         self._clock: Clock = clock or SystemClock()
         self._owns_pool = not has_pool
@@ -639,10 +644,9 @@ class PostgresStore(_Common):
             table_prefix=table_prefix,
             clock=clock,
             purge_every=purge_every,
+            pool_timeout=pool_timeout,
+            statement_timeout=statement_timeout,
         )
-        _positive("pool_timeout", pool_timeout)
-        _positive("statement_timeout", statement_timeout)
-        self._deadline = pool_timeout + statement_timeout + 1.0
         self._setup_lock = threading.Lock()
         if pool is not None:
             self._pool = pool
@@ -828,10 +832,9 @@ class AsyncPostgresStore(_Common):
             table_prefix=table_prefix,
             clock=clock,
             purge_every=purge_every,
+            pool_timeout=pool_timeout,
+            statement_timeout=statement_timeout,
         )
-        _positive("pool_timeout", pool_timeout)
-        _positive("statement_timeout", statement_timeout)
-        self._deadline = pool_timeout + statement_timeout + 1.0
         self._setup_lock = asyncio.Lock()
         if pool is not None:
             self._pool = pool
