@@ -25,6 +25,21 @@ from ._wsgi_http import make_engine
 from .test_asgi import fresh_engine
 
 
+async def _call(app: Any, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    """Call an ASGI app once, from 1.2.3.4; return the messages it sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
+    await app({**scope, "client": ("1.2.3.4", 1)}, receive, send)
+    return sent
+
+
 def _no_cookie(headers: Any) -> bool:
     return not [v for k, v in headers.items() if k.lower() == "set-cookie"]
 
@@ -117,16 +132,7 @@ async def test_raw_asgi_server_errors_keep_nothing(status: int) -> None:
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("1.2.3.4", 1)}
-    await asgi.SessionMiddleware(app, engine=engine)(scope, receive, send)
+    sent = await _call(asgi.SessionMiddleware(app, engine=engine), [])
     assert sent[0]["status"] == status and sent[0]["headers"] == []
     assert await engine.sessions_of("mallory") == []
 
@@ -148,23 +154,8 @@ async def test_a_server_error_still_logs_out_and_clears_a_bad_cookie(status: int
         await send({"type": "http.response.body", "body": b""})
 
     async def run(cookie: str) -> list[dict[str, Any]]:
-        sent: list[dict[str, Any]] = []
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/",
-            "headers": [(b"cookie", f"donjon={cookie}".encode())],
-            "client": ("1.2.3.4", 1),
-        }
-        await asgi.SessionMiddleware(app, engine=engine)(scope, receive, send)
-        return sent
+        wrapped = asgi.SessionMiddleware(app, engine=engine)
+        return await _call(wrapped, [(b"cookie", f"donjon={cookie}".encode())])
 
     sent = await run(token)
     assert any(k == b"set-cookie" and b"Max-Age=0" in v for k, v in sent[0]["headers"])

@@ -703,64 +703,68 @@ async def test_the_async_direct_path_reports_store_errors(
     assert failures == ["load", "commit"], "a bad cookie never reaches the store"
 
 
-async def test_a_cancelled_login_commit_still_moves_the_session(
-    ring: KeyRing, clock: FrozenClock
-) -> None:
-    """Cancelled between writing the new record and deleting the old one: the
-    steps finish anyway, so no orphan record of the user is left behind."""
+class _SlowWrites:
+    """An async face over a MemoryStore whose writes take 50 ms (a delete may fail)."""
+
+    def __init__(self, inner: MemoryStore, *, delete_fails: bool = False) -> None:
+        from donjon.stores import as_async
+
+        self.inner = inner
+        self.face = as_async(inner)
+        self.delete_fails = delete_fails
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.face, name)
+
+    async def write(self, write: Write) -> bool:
+        import asyncio
+
+        await asyncio.sleep(0.05)
+        return self.inner.write(write)
+
+    async def delete(self, key: str) -> bool:
+        if self.delete_fails:
+            raise StoreUnavailable("down")
+        return self.inner.delete(key)
+
+
+async def _cancel_a_login_commit(engine: AsyncEngine, user: str) -> str:
+    """Log an anonymous session in, and cancel the commit while the new record is
+    being written; return the anonymous token."""
     import asyncio
 
-    from donjon.stores import as_async
-
-    inner = MemoryStore(clock=clock)
-    face = as_async(inner)
-
-    class Slow:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(face, name)
-
-        async def write(self, write: Write) -> bool:
-            await asyncio.sleep(0.05)
-            return inner.write(write)
-
-    engine = AsyncEngine(keyring=ring, store=Slow(), clock=clock, guard=None)  # type: ignore[arg-type]
     s = await engine.load(None)
     s["a"] = 1
     first = await engine.commit(s, presented=False)
     assert first.token is not None
     s = await engine.load(first.token)
-    s.login("alice")
+    s.login(user)
     task = asyncio.ensure_future(engine.commit(s, presented=True))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0.1)  # the shielded steps finish
-    assert inner.load(record_key(first.token.split(".")[3])) is None, "the old record went"
+    return first.token
+
+
+async def test_a_cancelled_login_commit_still_moves_the_session(
+    ring: KeyRing, clock: FrozenClock
+) -> None:
+    """Cancelled between writing the new record and deleting the old one: the
+    steps finish anyway, so no orphan record of the user is left behind."""
+    inner = MemoryStore(clock=clock)
+    store = _SlowWrites(inner)
+    engine = AsyncEngine(keyring=ring, store=store, clock=clock, guard=None)  # type: ignore[arg-type]
+    token = await _cancel_a_login_commit(engine, "alice")
+    assert inner.load(record_key(token.split(".")[3])) is None, "the old record went"
     assert len(inner.sessions_of("alice")) == 1
 
 
 async def test_a_failure_after_a_cancelled_commit_is_reported(
     ring: KeyRing, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import asyncio
-
-    from donjon.stores import as_async
-
-    inner = MemoryStore(clock=clock)
-    face = as_async(inner)
     errors: list[str] = []
-
-    class Failing:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(face, name)
-
-        async def write(self, write: Write) -> bool:
-            await asyncio.sleep(0.05)
-            return inner.write(write)
-
-        async def delete(self, key: str) -> bool:
-            raise StoreUnavailable("down")
 
     class Hook:
         def __call__(self, event: VerdictEvent) -> None: ...
@@ -770,22 +774,11 @@ async def test_a_failure_after_a_cancelled_commit_is_reported(
 
     engine = AsyncEngine(
         keyring=ring,
-        store=Failing(),  # type: ignore[arg-type]
+        store=_SlowWrites(MemoryStore(clock=clock), delete_fails=True),  # type: ignore[arg-type]
         clock=clock,
         guard=None,
         events=[Hook()],
     )
-    s = await engine.load(None)
-    s["a"] = 1
-    first = await engine.commit(s, presented=False)
-    assert first.token is not None
-    s = await engine.load(first.token)
-    s.login("bob")
-    task = asyncio.ensure_future(engine.commit(s, presented=True))
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.sleep(0.1)
+    await _cancel_a_login_commit(engine, "bob")
     assert "finishing a cancelled commit" in caplog.text
     assert errors == ["commit"]
