@@ -26,6 +26,7 @@ from donjon.adapters.asgi import Message, Scope, SessionMiddleware
 from donjon.config import CookiePolicy, Timeouts
 from donjon.core import KeyRing, Verdict
 from donjon.engine import AsyncEngine
+from donjon.engine._logic import MOVED_GRACE
 from donjon.errors import ConfigurationError, StoreUnavailable
 from donjon.events import VerdictEvent
 from donjon.session import Session
@@ -222,17 +223,25 @@ class AppSuite:
         assert response.json() == {"user": None, "verdict": "absent"}
         assert set_cookies(response) == []
 
-    async def test_login_regenerates_the_id(self, client: httpx.AsyncClient) -> None:
+    async def test_login_regenerates_the_id(
+        self, client: httpx.AsyncClient, clock: FrozenClock
+    ) -> None:
         before = issued(await client.get("/count"))
         after = await self.login(client)
         assert after != before
         assert (await client.get("/whoami")).json() == {"user": "ann", "verdict": "valid"}
         assert (await client.get("/count")).json() == {"n": 2}, "data survives the login"
-        # The pre-login cookie is dead: no record, a fresh session, and it is cleared.
+        # The pre-login cookie is dead: a fresh session. For a minute it is
+        # known as superseded: not cleared (a request racing the login must
+        # not delete the new cookie), not counted by the guard.
         stale = await with_cookie(client, "/whoami", f"{NAME}={before}")
         assert stale.status_code == 200
         assert stale.json() == {"user": None, "verdict": "unknown"}
-        assert cleared(stale)
+        assert set_cookies(stale) == []
+        clock.advance(MOVED_GRACE + 1)
+        stale = await with_cookie(client, "/whoami", f"{NAME}={before}")
+        assert stale.json() == {"user": None, "verdict": "unknown"}
+        assert cleared(stale), "after the grace period, an unknown cookie is cleared"
 
     async def test_login_without_prior_session(self, client: httpx.AsyncClient) -> None:
         await self.login(client, "bob")

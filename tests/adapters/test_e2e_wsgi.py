@@ -51,10 +51,11 @@ def test_example_over_http(target: str, tmp_path: Path) -> None:
             assert client.get("/count").json() == {"n": n}
         assert client.get("/whoami").json() == {"user": "alice", "verdict": "valid"}
 
-        # The pre-login cookie is dead: a fresh session, and it is cleared.
+        # The pre-login cookie is dead: a fresh session; superseded moments
+        # ago, it is not cleared (the browser may hold the new one already).
         old = httpx.get(f"{base}/whoami", cookies={NAME: pre_login}, timeout=10)
         assert old.json() == {"user": None, "verdict": "unknown"}
-        assert "max-age=0" in cookie_attributes(old.headers["set-cookie"])[2]
+        assert "set-cookie" not in old.headers
 
         logout = client.post("/logout")
         assert logout.status_code == 200

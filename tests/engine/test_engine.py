@@ -13,7 +13,9 @@ from donjon import KeyRing, StoreUnavailable, Verdict
 from donjon.config import Timeouts
 from donjon.core._ids import record_key
 from donjon.engine import AsyncEngine, Engine
+from donjon.engine._logic import MOVED_FIELD, MOVED_GRACE, NOTHING
 from donjon.events import VerdictEvent
+from donjon.guard import Guard, GuardPolicy
 from donjon.stores import MemoryStore, SQLiteStore, Write
 from donjon.testing import FrozenClock
 
@@ -162,6 +164,62 @@ def test_regenerate_kills_old_id_and_keeps_data(engine: Engine) -> None:
     assert engine.load(token).verdict is Verdict.UNKNOWN, "the old id dies at once"
     s2 = engine.load(out.token)
     assert s2.verdict is Verdict.VALID and s2["cart"] == [1, 2]
+
+
+def test_the_old_cookie_of_a_regenerated_session_is_superseded_for_a_while(
+    ring: KeyRing, store: Any, clock: FrozenClock, events: list[VerdictEvent]
+) -> None:
+    """A request racing a login carries the pre-login cookie: it gets nothing of
+    the old session, but for MOVED_GRACE seconds its cookie is neither cleared
+    (the browser may hold the new one by now) nor counted by the guard."""
+    engine = Engine(
+        keyring=ring,
+        store=store,
+        clock=clock,
+        guard=Guard(GuardPolicy(unknown_threshold=3)),
+        events=[events.append],
+    )
+    anon = engine.load(None)
+    anon["cart"] = [1]
+    token = engine.commit(anon, presented=False).token
+    s = engine.load(token, client="10.0.0.1")
+    s.login("alice")
+    new = engine.commit(s, presented=True).token
+    assert new is not None
+    for _ in range(10):
+        stale = engine.load(token, client="10.0.0.1")
+        assert stale.verdict is Verdict.UNKNOWN and stale.reason == "superseded"
+        assert stale.user_id is None and dict(stale) == {}, "nothing of the old session"
+        assert engine.commit(stale, presented=True) is NOTHING, "the cookie is left alone"
+    assert engine.load(new, client="10.0.0.1").verdict is Verdict.VALID, "not locked out"
+    assert events[-2].verdict is Verdict.UNKNOWN and events[-2].reason == "superseded"
+    # A racing request that writes starts a new session (its data is not lost).
+    racing = engine.load(token)
+    racing["n"] = 1
+    assert engine.commit(racing, presented=True).token is not None
+    # The old record kept no data and left the user's listing.
+    assert [i.user_id for i in engine.sessions_of("alice")] == ["alice"]
+    clock.advance(MOVED_GRACE + 1)
+    late = engine.load(token)
+    assert late.verdict is Verdict.UNKNOWN and late.reason != "superseded"
+    assert engine.commit(late, presented=True).clear, "after the grace period it is cleared"
+
+
+def test_a_request_that_loaded_before_a_regeneration_cannot_revive_the_old_id(
+    engine: Engine,
+) -> None:
+    token = login(engine, "bob", n=1)
+    early = engine.load(token)
+    s = engine.load(token)
+    s.regenerate()
+    assert engine.commit(s, presented=True).token is not None
+    early["n"] = 99
+    # Its write lands on the marker: lost, as it was bound to be, and the
+    # response leaves the cookie alone (the browser holds the new one).
+    assert engine.commit(early, presented=True) is NOTHING
+    stale = engine.load(token)
+    assert stale.verdict is Verdict.UNKNOWN and stale.reason == "superseded"
+    assert stale.get("n") is None and stale.user_id is None
 
 
 def test_destroy_deletes_record_and_clears_cookie(engine: Engine) -> None:
@@ -704,14 +762,14 @@ async def test_the_async_direct_path_reports_store_errors(
 
 
 class _SlowWrites:
-    """An async face over a MemoryStore whose writes take 50 ms (a delete may fail)."""
+    """An async face over a MemoryStore whose writes take 50 ms (an update may fail)."""
 
-    def __init__(self, inner: MemoryStore, *, delete_fails: bool = False) -> None:
+    def __init__(self, inner: MemoryStore, *, update_fails: bool = False) -> None:
         from donjon.stores import as_async
 
         self.inner = inner
         self.face = as_async(inner)
-        self.delete_fails = delete_fails
+        self.update_fails = update_fails
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.face, name)
@@ -719,13 +777,10 @@ class _SlowWrites:
     async def write(self, write: Write) -> bool:
         import asyncio
 
+        if self.update_fails and not write.create:
+            raise StoreUnavailable("down")
         await asyncio.sleep(0.05)
         return self.inner.write(write)
-
-    async def delete(self, key: str) -> bool:
-        if self.delete_fails:
-            raise StoreUnavailable("down")
-        return self.inner.delete(key)
 
 
 async def _cancel_a_login_commit(engine: AsyncEngine, user: str) -> str:
@@ -751,13 +806,15 @@ async def _cancel_a_login_commit(engine: AsyncEngine, user: str) -> str:
 async def test_a_cancelled_login_commit_still_moves_the_session(
     ring: KeyRing, clock: FrozenClock
 ) -> None:
-    """Cancelled between writing the new record and deleting the old one: the
+    """Cancelled between writing the new record and retiring the old one: the
     steps finish anyway, so no orphan record of the user is left behind."""
     inner = MemoryStore(clock=clock)
     store = _SlowWrites(inner)
     engine = AsyncEngine(keyring=ring, store=store, clock=clock, guard=None)  # type: ignore[arg-type]
     token = await _cancel_a_login_commit(engine, "alice")
-    assert inner.load(record_key(token.split(".")[3])) is None, "the old record went"
+    old = inner.load(record_key(token.split(".")[3]))
+    assert old is not None
+    assert dict(old.fields) == {MOVED_FIELD: "1"}, "the old record became a marker"
     assert len(inner.sessions_of("alice")) == 1
 
 
@@ -774,7 +831,7 @@ async def test_a_failure_after_a_cancelled_commit_is_reported(
 
     engine = AsyncEngine(
         keyring=ring,
-        store=_SlowWrites(MemoryStore(clock=clock), delete_fails=True),  # type: ignore[arg-type]
+        store=_SlowWrites(MemoryStore(clock=clock), update_fails=True),  # type: ignore[arg-type]
         clock=clock,
         guard=None,
         events=[Hook()],

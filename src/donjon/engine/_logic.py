@@ -51,6 +51,13 @@ class Delete:
 
     key: str
     undo: str | None = None
+    marker: Write | None = None
+    """Set by an id regeneration: instead of deleting the record, overwrite it
+    with this short-lived "moved" marker (no data, no user). A request that
+    raced the regeneration with the old cookie then learns that its cookie was
+    superseded, rather than telling the browser to clear the cookie it may by
+    now hold anew. Whether the record was still there is the marker write's
+    answer (an update never brings back a vanished record)."""
 
 
 @final
@@ -124,6 +131,14 @@ REFRESH_PURPOSE: Final = "donjon/refresh-credential"
 cookie (to any engine sharing the key ring), one is a BINDING_MISMATCH."""
 REFRESH_FIELD: Final = "__donjon_rt"
 """Reserved record field: issue time (ms) of the current refresh credential."""
+MOVED_FIELD: Final = "__donjon_moved"
+"""Reserved record field: the record is the marker an id regeneration left."""
+MOVED_GRACE: Final = 60.0
+"""Seconds a regenerated-away id stays recognisable as such (its marker's life)."""
+SUPERSEDED: Final = "superseded"
+"""The reason of an UNKNOWN verdict for the old cookie of a regenerated session:
+the cookie is not cleared (the browser may already hold the new one) and the
+guard does not count it."""
 
 
 def session_ref(key: str) -> str:
@@ -231,7 +246,11 @@ class EngineCore:
         started: float | None = None,
     ) -> Session:
         """Count the verdict in the guard and emit its event."""
-        if self.guard is not None and self.guard.record(client, session.verdict, now):
+        if (
+            self.guard is not None
+            and session.reason is not SUPERSEDED
+            and self.guard.record(client, session.verdict, now)
+        ):
             log.warning("donjon guard: client %s locked out", printable(client))
         events = self.events
         log_it = events.should_log(session.verdict, client, now)
@@ -327,6 +346,12 @@ class EngineCore:
         key = record_key(sid)
         if record is None:
             return self.fresh(result, verdict=Verdict.UNKNOWN), []
+        if MOVED_FIELD in record.fields:
+            # The id was regenerated moments ago (a request racing a login):
+            # nothing of the old session is served, the cookie is left alone.
+            session = self.fresh(result, verdict=Verdict.UNKNOWN)
+            session.reason = SUPERSEDED
+            return session, []
         if record.session_class != result.session_class:
             # Never adopt a record under another class's keys.
             return self.fresh(result, verdict=Verdict.UNKNOWN), []
@@ -798,7 +823,7 @@ class EngineCore:
             if presented or ops:
                 return ops, CLEAR_BOTH if both else CLEAR
             return ops, NOTHING
-        if session.verdict is not Verdict.VALID and presented:
+        if session.verdict is not Verdict.VALID and presented and session.reason is not SUPERSEDED:
             return [], CLEAR_BOTH if both else CLEAR
         return [], NOTHING
 
@@ -809,8 +834,27 @@ class EngineCore:
         answer is the one :meth:`plan` would give, without building a flow.
         """
         if session.untouched and self.two is None and self.sealed is None:
-            return CLEAR if presented else NOTHING
+            return CLEAR if presented and session.reason is not SUPERSEDED else NOTHING
         return None
+
+    @staticmethod
+    def _moved(session: Session, key: str, now: float) -> Write:
+        """The marker that replaces a regenerated-away record for :data:`MOVED_GRACE` s.
+
+        Only the marker field, no user (the record leaves the user's index)
+        and none of the old data: nothing of the old session can be served.
+        """
+        return Write(
+            key=key,
+            fields={MOVED_FIELD: "1"},
+            deleted=session.loaded_keys() - {MOVED_FIELD},
+            session_class=session.session_class,
+            user_id=None,
+            created_at=now,
+            last_seen=now,
+            expires_at=now + MOVED_GRACE,
+            create=False,
+        )
 
     @staticmethod
     def _doomed(session: Session) -> list[Op]:
@@ -840,6 +884,8 @@ class EngineCore:
         """
         ops: list[Op] = []
         old_key = record_key(session.id) if session.id is not None else None
+        if session.reason is SUPERSEDED:
+            presented = False  # the browser may hold the new cookie by now
         destroyed = session.destroyed
         if destroyed:
             ops.extend(self._doomed(session))
@@ -871,7 +917,9 @@ class EngineCore:
             if session.regenerated and old_key is not None and not destroyed:
                 # Written first, deleted second: a store failure in between
                 # leaves the old session alive, never the user with none.
-                ops.append(Delete(old_key, undo=record_key(sid)))
+                ops.append(
+                    Delete(old_key, undo=record_key(sid), marker=self._moved(session, old_key, now))
+                )
             session.id, session.created_at, session.last_seen = sid, created, now
             session.expires_at = absolute_at
             return ops, self._issue(session, sid, absolute_at, now, binding)

@@ -239,7 +239,8 @@ class AsyncEngine:
 
         Stops at a write that found no place (an update of a vanished record,
         a create over a live one); a :class:`Delete` with ``undo`` whose
-        record is gone deletes ``undo`` too.
+        record is gone deletes ``undo`` too. A :class:`Delete` with a
+        ``marker`` writes the marker in place of the record.
         """
         store = self.store
         for op in ops:
@@ -247,7 +248,11 @@ class AsyncEngine:
                 if not await store.write(op):
                     return False
             elif isinstance(op, Delete):
-                if await store.delete(op.key) is False and op.undo is not None:
+                if op.marker is not None:
+                    found = await store.write(op.marker)
+                else:
+                    found = await store.delete(op.key) is not False
+                if not found and op.undo is not None:
                     await store.delete(op.undo)
                     return False
             else:

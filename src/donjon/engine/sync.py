@@ -195,7 +195,11 @@ class Engine:
                 if not store.write(op):
                     return False  # nothing after a write that found no place
             elif isinstance(op, Delete):
-                if store.delete(op.key) is False and op.undo is not None:
+                if op.marker is not None:
+                    found = store.write(op.marker)
+                else:
+                    found = store.delete(op.key) is not False
+                if not found and op.undo is not None:
                     store.delete(op.undo)
                     return False
             else:

@@ -150,6 +150,30 @@ async def _async_contract(store: AsyncStore) -> None:
     assert {i.key for i in await store.sessions_of(alice)} == {a2, a3}, (
         "a deleted session must leave the user's listing"
     )
+    # An id regeneration leaves a short-lived marker in place of the old
+    # record: an update to no user, a shorter expiry, every old field removed.
+    m = _key("marker")
+    await store.write(_write(m, {"x": "5", "y": "6"}, user_id=alice))
+    now = time.time()
+    marker = _write(
+        m,
+        {"__donjon_moved": "1"},
+        deleted=frozenset({"x", "y"}),
+        user_id=None,
+        expires_at=now + 0.3,
+        create=False,
+    )
+    assert await store.write(marker) is True
+    rec = await store.load(m)
+    assert rec is not None
+    assert dict(rec.fields) == {"__donjon_moved": "1"}, "an update must remove deleted fields"
+    assert rec.user_id is None, "an update to no user must drop the user"
+    assert rec.expires_at < now + 1, "an update must set a shorter expiry too"
+    assert m not in {i.key for i in await store.sessions_of(alice)}, (
+        "an update to no user must leave the user's listing"
+    )
+    await asyncio.sleep(max(0.0, now + 0.35 - time.time()))
+    assert await store.load(m) is None, "an update's shorter expiry must end the record"
     assert await store.revoke_user(alice) == 2, "revoke_user must count the live sessions"
     assert await store.sessions_of(alice) == []
     assert await store.load(a2) is None
