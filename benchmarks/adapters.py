@@ -105,6 +105,13 @@ def _apps(redis_url: str, sqlite_path: str) -> list[App]:
             cookie="session",
         ),
         App(
+            "minimal",
+            "reference floor: minimal signed-id middleware (HMAC + dict; no guard, "
+            "events or timeouts)",
+            "minimal:create_app",
+            cookie="donjon",
+        ),
+        App(
             "donjon_memory",
             "Donjon + MemoryStore",
             "donjon_app:create_app",
@@ -576,11 +583,12 @@ def _http_runs(
         for path in flood_paths:
             for key, server, kind in (
                 ("bare", "bare", "donjon"),
+                ("minimal", "minimal", "donjon"),
                 ("starsessions", "starsessions", "starsessions"),
                 ("donjon_redis", "donjon_redis_high", "donjon"),
                 ("donjon_redis_nolog", "donjon_redis_nolog", "donjon"),
             ):
-                if path == "/count" and key in ("bare", "donjon_redis_nolog"):
+                if path == "/count" and key in ("bare", "minimal", "donjon_redis_nolog"):
                     continue
                 script = _flood_script(tmp, kind, path, prefixes) if have_wrk else None
                 make = _forged_cookie_fn(kind, prefixes)
@@ -684,10 +692,20 @@ def _http_tables(
         "nothing at all. Both Redis apps make one read and one write round trip per "
         "`/count`; Donjon's lead comes from cheaper round trips, not fewer."
     )
+    if "count/minimal" in http:
+        floor = http["count/minimal"].rps
+        section.text(
+            f"The reference floor (`apps/minimal.py`: an HMAC-signed id and a dict, "
+            f"nothing else) reaches {floor / bare_rps:.2f}{TIMES} bare Starlette here: "
+            "about the most a session layer of Donjon's design (signed id, data in a store) "
+            f"can reach in pure Python on this stack. Donjon+memory reaches "
+            f"{http['count/donjon_memory'].rps / floor:.2f}{TIMES} the floor's throughput, "
+            "with the guard, verdict events, timeouts and kill-switch checks on."
+        )
     frows = []
     for path in flood_paths:
         base = http.get(f"flood{path}/bare")
-        for key in ("bare", "starsessions", "donjon_redis", "donjon_redis_nolog"):
+        for key in ("bare", "minimal", "starsessions", "donjon_redis", "donjon_redis_nolog"):
             tag = f"flood{path}/{key}"
             if tag not in http:
                 continue
