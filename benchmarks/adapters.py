@@ -881,7 +881,13 @@ def run(report: Report, *, quick: bool = False) -> Section:
         cookie). Redis is emptied before each run; commands are `INFO commandstats`
         deltas over all rounds, divided by the requests wrk completed. Donjon's apps use
         the default `Guard()`; their verdict log records go to a `NullHandler` (built,
-        not written). Apps: `benchmarks/apps/`.
+        not written). The reference floor (`apps/minimal.py`) is not a session
+        library but a measuring stick: a pure ASGI middleware that checks an
+        HMAC-SHA256 over the cookie's id, looks the id up in a dict and writes the
+        changed fields back, and does nothing else (no guard, events, idle timeout,
+        epochs or `Cache-Control`); it shows how close to bare Starlette a session
+        layer of this design can get in pure Python on each stack. Apps:
+        `benchmarks/apps/`.
         """.split()
         )
     )
