@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from donjon import KeyRing, StoreUnavailable, Verdict
+from donjon import ConfigurationError, KeyRing, StoreUnavailable, Verdict
 from donjon.config import Timeouts
 from donjon.core._ids import record_key
 from donjon.engine import AsyncEngine, Engine
@@ -839,3 +839,95 @@ async def test_a_failure_after_a_cancelled_commit_is_reported(
     await _cancel_a_login_commit(engine, "bob")
     assert "finishing a cancelled commit" in caplog.text
     assert errors == ["commit"]
+
+
+# -- concurrent sessions per user (ASVS 7.1.2) ------------------------------
+def _limited(ring: KeyRing, store: Any, clock: FrozenClock, limit: int) -> Engine:
+    return Engine(keyring=ring, store=store, clock=clock, guard=None, max_sessions_per_user=limit)
+
+
+def test_a_login_ends_the_least_recently_used_sessions_over_the_limit(
+    ring: KeyRing, store: Any, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = _limited(ring, store, clock, 2)
+    first = login(engine, "alice")
+    clock.advance(120)
+    second = login(engine, "alice")
+    clock.advance(120)
+    s = engine.load(first)  # the first device is used again: now the most recent
+    s["seen"] = True
+    engine.commit(s, presented=True)
+    other = login(engine, "bob")
+    clock.advance(120)
+    with caplog.at_level("INFO", logger="donjon.audit"):
+        third = login(engine, "alice")
+    assert engine.load(second).verdict is Verdict.UNKNOWN, "the least recently used ended"
+    assert engine.load(first).verdict is Verdict.VALID
+    assert engine.load(third).verdict is Verdict.VALID, "the new login always stays"
+    assert engine.load(other).verdict is Verdict.VALID, "other users are untouched"
+    assert len(engine.sessions_of("alice")) == 2
+    assert "over the limit ended: user=alice limit=2 sessions=1" in caplog.text
+
+
+def test_a_limit_of_one_keeps_only_the_latest_login(
+    ring: KeyRing, store: Any, clock: FrozenClock
+) -> None:
+    engine = _limited(ring, store, clock, 1)
+    tokens = [login(engine, "alice") for _ in range(3)]
+    assert [engine.load(t).verdict for t in tokens] == [
+        Verdict.UNKNOWN,
+        Verdict.UNKNOWN,
+        Verdict.VALID,
+    ]
+    # Changes that are not logins (data, a regeneration) never trim.
+    s = engine.load(tokens[2])
+    s.regenerate()
+    assert engine.commit(s, presented=True).token is not None
+    assert len(engine.sessions_of("alice")) == 1
+
+
+def test_no_limit_by_default(engine: Engine) -> None:
+    tokens = [login(engine, "alice") for _ in range(5)]
+    assert all(engine.load(t).verdict is Verdict.VALID for t in tokens)
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5, True, "2"])
+def test_the_limit_is_checked_at_start_up(ring: KeyRing, limit: Any) -> None:
+    with pytest.raises(ConfigurationError, match="max_sessions_per_user"):
+        Engine(keyring=ring, store=MemoryStore(), max_sessions_per_user=limit)
+
+
+def test_the_limit_needs_a_server_side_store(ring: KeyRing) -> None:
+    from donjon.stores.cookie import CookieStore
+
+    with pytest.raises(ConfigurationError, match="server-side store"):
+        AsyncEngine(keyring=ring, store=CookieStore(), max_sessions_per_user=2)
+
+
+async def test_the_async_engine_enforces_the_limit_and_survives_a_failing_listing(
+    ring: KeyRing, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    inner = MemoryStore(clock=clock)
+    engine = AsyncEngine(
+        keyring=ring, store=inner, clock=clock, guard=None, max_sessions_per_user=1
+    )
+
+    async def alogin() -> str:
+        s = await engine.load(None)
+        s.login("alice")
+        out = await engine.commit(s, presented=False)
+        assert out.token is not None
+        return out.token
+
+    first = await alogin()
+    second = await alogin()
+    assert (await engine.load(first)).verdict is Verdict.UNKNOWN
+    assert (await engine.load(second)).verdict is Verdict.VALID
+
+    def down(user_id: str) -> list[Any]:
+        raise StoreUnavailable("down")
+
+    inner.sessions_of = down  # type: ignore[method-assign]
+    third = await alogin()  # the login stands; the limit waits for the next one
+    assert (await engine.load(third)).verdict is Verdict.VALID
+    assert "session limit not enforced for user alice" in caplog.text

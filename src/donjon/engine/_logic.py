@@ -16,7 +16,7 @@ from ..errors import ConfigurationError
 from ..events import Events, VerdictEvent, printable
 from ..guard import Guard
 from ..session import Session
-from ..stores._base import Record, Write
+from ..stores._base import Record, SessionInfo, Write
 from ..stores.cookie import Sealed, SealedCodec
 
 if TYPE_CHECKING:
@@ -163,6 +163,7 @@ class EngineCore:
         "events",
         "guard",
         "keyring",
+        "max_sessions_per_user",
         "now",
         "refresh_cookie",
         "rolling",
@@ -187,6 +188,7 @@ class EngineCore:
         guard: Guard | None,
         sealed: bool = False,
         two: TwoCredentials | None = None,
+        max_sessions_per_user: int | None = None,
     ) -> None:
         if default_class not in keyring.classes:
             raise ConfigurationError(
@@ -194,6 +196,17 @@ class EngineCore:
             )
         if epoch_refresh <= 0:
             raise ConfigurationError("epoch_refresh must be > 0 seconds")
+        if max_sessions_per_user is not None:
+            if type(max_sessions_per_user) is not int or max_sessions_per_user < 1:
+                raise ConfigurationError("max_sessions_per_user must be an int >= 1, or None")
+            if sealed and two is None:
+                raise ConfigurationError(
+                    "max_sessions_per_user needs a server-side store: CookieStore keeps no"
+                    " list of a user's sessions"
+                )
+        self.max_sessions_per_user = max_sessions_per_user
+        """At most this many sessions per user: a login ends the least recently
+        used others beyond it. ``None``: no limit."""
         self.keyring = keyring
         self.codec = TokenCodec(keyring, clock=clock, skew=skew, genid=genid)
         self.timeouts = timeouts
@@ -836,6 +849,41 @@ class EngineCore:
         if session.untouched and self.two is None and self.sealed is None:
             return CLEAR if presented and session.reason is not SUPERSEDED else NOTHING
         return None
+
+    def limits(self, session: Session, outcome: Outcome) -> bool:
+        """Whether this commit (a login that went through) must enforce the limit."""
+        return (
+            self.max_sessions_per_user is not None
+            and session.user_changed
+            and session.user_id is not None
+            and outcome.token is not None
+            and session.id is not None
+        )
+
+    def excess(self, session: Session, infos: list[SessionInfo]) -> list[str]:
+        """The record keys to end so the user keeps ``max_sessions_per_user`` sessions.
+
+        The session just logged in stays; of the others, the most recently
+        used stay and the rest go.
+        """
+        limit = self.max_sessions_per_user
+        if limit is None or session.id is None:
+            return []
+        keep = record_key(session.id)
+        others = sorted(
+            (i for i in infos if i.key != keep), key=lambda i: i.last_seen, reverse=True
+        )
+        return [i.key for i in others[limit - 1 :]]
+
+    def audit_limit(self, session: Session, ended: int) -> None:
+        """Record the sessions a login ended for being over the limit."""
+        if ended:
+            audit_log.info(
+                "sessions over the limit ended: user=%s limit=%s sessions=%d",
+                printable(session.user_id),
+                self.max_sessions_per_user,
+                ended,
+            )
 
     @staticmethod
     def _moved(session: Session, key: str, now: float) -> Write:

@@ -32,6 +32,7 @@ def build_core(
     guard: Guard | None,
     store: object = None,
     two: TwoCredentials | None = None,
+    max_sessions_per_user: int | None = None,
 ) -> EngineCore:
     """Check the options shared by both engine faces and build their logic."""
     return EngineCore(
@@ -48,4 +49,5 @@ def build_core(
         guard=Guard() if guard is DEFAULT_GUARD else guard,
         sealed=isinstance(store, CookieStore),
         two=two,
+        max_sessions_per_user=max_sessions_per_user,
     )

@@ -66,6 +66,7 @@ class AsyncEngine:
         events: Events | Iterable[EventHook] | None = None,
         guard: Guard | None = DEFAULT_GUARD,
         two_credentials: TwoCredentials | None = None,
+        max_sessions_per_user: int | None = None,
     ) -> None:
         self.core: EngineCore = build_core(
             keyring=keyring,
@@ -81,6 +82,7 @@ class AsyncEngine:
             guard=guard,
             store=store,
             two=two_credentials,
+            max_sessions_per_user=max_sessions_per_user,
         )
         self.store: AsyncStore = as_async(store)
 
@@ -191,7 +193,24 @@ class AsyncEngine:
             return INTERRUPTED
         if session.life_changed:
             core.audit(session, old_id, outcome)
+            if core.limits(session, outcome):
+                await self._limit(session)
         return outcome
+
+    async def _limit(self, session: Session) -> None:
+        """End the user's sessions beyond ``max_sessions_per_user`` (best effort)."""
+        user = session.user_id or ""
+        try:
+            keys = self.core.excess(session, await self.store.sessions_of(user))
+            ended = 0
+            for key in keys:
+                ended += await self.store.delete(key) is not False
+        except StoreUnavailable:
+            log.warning(
+                "session limit not enforced for user %s: store unavailable", printable(user)
+            )
+            return
+        self.core.audit_limit(session, ended)
 
     async def abandon(self, session: Session, *, presented: bool) -> Outcome:
         """End a failed request (a 5xx): save nothing but a logout; clear a bad cookie.

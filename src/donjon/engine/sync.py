@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, final
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from ..typing import Clock
 
 __all__ = ["Engine"]
+
+log = logging.getLogger("donjon.engine")
 
 
 @final
@@ -49,6 +52,13 @@ class Engine:
         epoch_refresh: Seconds between reads of the shared class epochs (kill
             switch propagation delay).
         events: Event hooks (or an :class:`~donjon.events.Events`).
+        two_credentials: The two-credential mode (short-lived access cookie,
+            long-lived refresh cookie); ``None`` for one session cookie.
+        max_sessions_per_user: At most this many live sessions per user
+            (ASVS 7.1.2): each login ends the user's least recently used
+            other sessions beyond it (they become UNKNOWN). Best effort: a
+            store failure while trimming is logged, and the login stands.
+            ``None`` (default): no limit. Needs a server-side store.
 
     Raises:
         ConfigurationError: A bad option (raised here, at start-up).
@@ -70,6 +80,7 @@ class Engine:
         events: Events | Iterable[EventHook] | None = None,
         guard: Guard | None = DEFAULT_GUARD,
         two_credentials: TwoCredentials | None = None,
+        max_sessions_per_user: int | None = None,
     ) -> None:
         self.core: EngineCore = build_core(
             keyring=keyring,
@@ -85,6 +96,7 @@ class Engine:
             guard=guard,
             store=store,
             two=two_credentials,
+            max_sessions_per_user=max_sessions_per_user,
         )
         self.store = store
 
@@ -150,7 +162,23 @@ class Engine:
         if outcome is not None:
             return outcome
         flow = flows.commit(self.core, session, presented=presented, binding=binding)
-        return self._drive(flow, "commit")  # type: ignore[no-any-return]
+        outcome = self._drive(flow, "commit")
+        if self.core.limits(session, outcome):
+            self._limit(session)
+        return outcome  # type: ignore[no-any-return]
+
+    def _limit(self, session: Session) -> None:
+        """End the user's sessions beyond ``max_sessions_per_user`` (best effort)."""
+        user = session.user_id or ""
+        try:
+            keys = self.core.excess(session, self.store.sessions_of(user))
+            ended = sum(self.store.delete(key) is not False for key in keys)
+        except StoreUnavailable:
+            log.warning(
+                "session limit not enforced for user %s: store unavailable", printable(user)
+            )
+            return
+        self.core.audit_limit(session, ended)
 
     def abandon(self, session: Session, *, presented: bool) -> Outcome:
         """End a failed request (a 5xx): save nothing but a logout; clear a bad cookie.
