@@ -110,6 +110,7 @@ class Session(MutableMapping[str, "JSONValue"]):
         "access_expires_at",
         "bind_to",
         "created_at",
+        "device",
         "expires_at",
         "id",
         "key_id",
@@ -172,6 +173,9 @@ class Session(MutableMapping[str, "JSONValue"]):
         """For LOCKED_OUT: seconds until the client may try again."""
         self.access_expires_at: float | None = None
         """Two-credential mode: when the access credential expires."""
+        self.device: str | None = None
+        """The request's ``User-Agent``, as the adapter passed it to ``load``:
+        recorded (trimmed) with a new record, for ``sessions_of`` listings."""
         self.bind_to: str | bytes | None = None
         """Context to bind a newly issued token to, set by the app (e.g. at login,
         the value of a second cookie it sets in the same response); overrides

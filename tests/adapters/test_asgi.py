@@ -243,6 +243,18 @@ class AppSuite:
         assert stale.json() == {"user": None, "verdict": "unknown"}
         assert cleared(stale), "after the grace period, an unknown cookie is cleared"
 
+    async def test_login_records_the_device(
+        self, client: httpx.AsyncClient, engine: AsyncEngine
+    ) -> None:
+        response = await client.post(
+            "/login",
+            data={"user": "dora"},
+            headers={b"user-agent": "Testzilla/1.0 (\u00e9)".encode()},
+        )
+        assert response.status_code == 200
+        [info] = await engine.sessions_of("dora")
+        assert info.device == "Testzilla/1.0 (??)", "the User-Agent, printable ASCII only"
+
     async def test_login_without_prior_session(self, client: httpx.AsyncClient) -> None:
         await self.login(client, "bob")
         assert (await client.get("/whoami")).json() == {"user": "bob", "verdict": "valid"}
@@ -340,7 +352,7 @@ class AppSuite:
 
     async def test_broken_syntax_around_a_good_cookie(self, client: httpx.AsyncClient) -> None:
         token = await self.login(client)
-        header = f";; {NAME}; =x; a=\"b;c\"; {NAME} = {token} ;;"
+        header = f';; {NAME}; =x; a="b;c"; {NAME} = {token} ;;'
         response = await with_cookie(client, "/whoami", header)
         assert response.json() == {"user": "ann", "verdict": "valid"}
         assert set_cookies(response) == []
@@ -536,7 +548,9 @@ def _locked_out_engine() -> AsyncEngine:
     for client in ("1.2.3.4", "127.0.0.1"):
         guard.record(client, Verdict.FORGED, time.time())
     return AsyncEngine(
-        keyring=KeyRing.generate(), store=MemoryStore(), cookie=CookiePolicy(secure=False),
+        keyring=KeyRing.generate(),
+        store=MemoryStore(),
+        cookie=CookiePolicy(secure=False),
         guard=guard,
     )
 
@@ -569,9 +583,7 @@ async def _websocket(middleware: SessionMiddleware, cookie: str | None = None) -
     return sent
 
 
-async def test_websocket_gets_the_session_read_only(
-    engine: AsyncEngine, store: FlakyStore
-) -> None:
+async def test_websocket_gets_the_session_read_only(engine: AsyncEngine, store: FlakyStore) -> None:
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         session = scope["session"]
         session["ignored"] = True

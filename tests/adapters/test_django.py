@@ -275,6 +275,12 @@ def test_login_regenerates_the_id(client: Client) -> None:
     assert not old.cookies, "a cookie superseded moments ago is not cleared"
 
 
+def test_login_records_the_device(engine: Engine) -> None:
+    Client(HTTP_USER_AGENT="Testzilla/1.0").post("/login", {"user": "dora"})
+    [info] = engine.sessions_of("dora")
+    assert info.device == "Testzilla/1.0"
+
+
 def test_api_posts_are_csrf_exempt(engine: Engine) -> None:
     strict = Client(enforce_csrf_checks=True)
     assert strict.post("/login", {"user": "alice"}).status_code == 200

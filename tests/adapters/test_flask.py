@@ -97,6 +97,12 @@ def test_count_increments(client: FlaskClient) -> None:
     assert set_cookies(resp) == []
 
 
+def test_login_records_the_device(client: FlaskClient, engine: Engine) -> None:
+    client.post("/login", data={"user": "dora"}, headers={"User-Agent": "Testzilla/1.0"})
+    [info] = engine.sessions_of("dora")
+    assert info.device == "Testzilla/1.0"
+
+
 def test_login_whoami_logout(client: FlaskClient, app: flask.Flask) -> None:
     assert client.get("/whoami").json == {"user": None, "verdict": "absent"}
     token = token_of(client.post("/login", data={"user": "alice"}))

@@ -127,6 +127,12 @@ def test_login_regenerates_the_id(client: Client, engine: Engine) -> None:
     assert set_cookies(old) == []
 
 
+def test_login_records_the_device(client: Client, engine: Engine) -> None:
+    client.post("/login", data={"user": "dora"}, headers={"User-Agent": "Testzilla/1.0"})
+    [info] = engine.sessions_of("dora")
+    assert info.device == "Testzilla/1.0"
+
+
 def test_logout_clears_the_cookie_and_kills_the_old_one(client: Client, engine: Engine) -> None:
     token = token_of(client.post("/login", data={"user": "alice"}))
     resp = client.post("/logout")

@@ -931,3 +931,54 @@ async def test_the_async_engine_enforces_the_limit_and_survives_a_failing_listin
     third = await alogin()  # the login stands; the limit waits for the next one
     assert (await engine.load(third)).verdict is Verdict.VALID
     assert "session limit not enforced for user alice" in caplog.text
+
+
+# -- devices (ASVS 3.3.4: users recognise their sessions) -----------------------
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"
+
+
+def test_a_new_record_keeps_its_device_and_the_data_never_shows_it(engine: Engine) -> None:
+    s = engine.load(None, device=FIREFOX)
+    s["n"] = 1
+    token = engine.commit(s, presented=False).token
+    s = engine.load(token, device="curl/8.0")
+    assert dict(s) == {"n": 1}, "the device is bookkeeping, not session data"
+    s.login("alice")  # a new record: the device of the login request
+    token = engine.commit(s, presented=True).token
+    [info] = engine.sessions_of("alice")
+    assert info.device == "curl/8.0"
+    s = engine.load(token, device=FIREFOX)
+    s["n"] = 2  # a field-level update keeps the record's device
+    engine.commit(s, presented=True)
+    [info] = engine.sessions_of("alice")
+    assert info.device == "curl/8.0"
+    again = engine.load(token)
+    assert dict(again) == {"n": 2} and again.verdict is Verdict.VALID
+
+
+def test_device_labels_are_printable_and_bounded(engine: Engine) -> None:
+    s = engine.load(None, device="evil\r\nSet-Cookie: x=1\x00 é" + "A" * 500)
+    s.login("bob")
+    engine.commit(s, presented=False)
+    [info] = engine.sessions_of("bob")
+    assert info.device is not None
+    assert info.device.startswith("evil??Set-Cookie: x=1? ?AAA")
+    assert len(info.device) == 200 and info.device.isprintable() and info.device.isascii()
+
+
+def test_no_device_is_kept_when_told_so(ring: KeyRing, store: Any, clock: FrozenClock) -> None:
+    engine = Engine(keyring=ring, store=store, clock=clock, record_devices=False)
+    s = engine.load(None, device=FIREFOX)
+    s.login("carol")
+    engine.commit(s, presented=False)
+    [info] = engine.sessions_of("carol")
+    assert info.device is None
+
+
+async def test_the_async_engine_keeps_the_device(ring: KeyRing, clock: FrozenClock) -> None:
+    engine = AsyncEngine(keyring=ring, store=MemoryStore(clock=clock), clock=clock)
+    s = await engine.load(None, device=FIREFOX)
+    s.login("dave")
+    await engine.commit(s, presented=False)
+    [info] = await engine.sessions_of("dave")
+    assert info.device == FIREFOX

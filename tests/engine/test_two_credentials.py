@@ -280,3 +280,18 @@ async def test_async_face(clock: FrozenClock) -> None:
     new = await engine.refresh(out.refresh_token)
     assert (await engine.load(new.token)).user_id == "bo"
     assert (await engine.refresh(out.refresh_token)).token is None  # reuse
+
+
+def test_the_device_is_kept_and_never_served_as_data(engine: Engine, clock: FrozenClock) -> None:
+    s = engine.load(None, device="Firefox")
+    s["cart"] = [1]
+    s.login("ann")
+    out = engine.commit(s, presented=False)
+    assert out.refresh_token is not None
+    [info] = engine.sessions_of("ann")
+    assert info.device == "Firefox"
+    clock.advance(301)
+    refreshed = engine.refresh(out.refresh_token)
+    assert refreshed.token is not None
+    s = engine.load(refreshed.token)
+    assert dict(s) == {"cart": [1]}

@@ -191,9 +191,12 @@ class SessionMiddleware:
             await self._refresh(scope, send)
             return
         cookies = []
+        agent = None
         for k, v in scope.get("headers", ()):
             if k == b"cookie":
                 cookies.append(v)
+            elif k == b"user-agent":
+                agent = v
         lookup = find_cookie(cookies, self._cookie_name)
         binding = self._binding(scope) if self._binding is not None else None
         if self._proxied:
@@ -207,7 +210,11 @@ class SessionMiddleware:
                 self._resolver.unknown_peer()
         try:
             session = await self.engine.load(
-                lookup.value, binding=binding, client=client, path=scope.get("path")
+                lookup.value,
+                binding=binding,
+                client=client,
+                path=scope.get("path"),
+                device=agent.decode("latin-1") if agent is not None else None,
             )
         except StoreUnavailable:
             store_unavailable(log, "session store unavailable while loading")

@@ -418,6 +418,7 @@ class SessionMiddleware:
                 binding=binding,
                 client=client_of(self._resolver, request.META),
                 path=request.path,
+                device=request.META.get("HTTP_USER_AGENT"),
             )
         except StoreUnavailable:
             store_unavailable(log, "session store unavailable while loading")

@@ -198,6 +198,7 @@ class SessionInterface(_FlaskSessionInterface):
                 binding=binding,
                 client=client_of(self._resolver, environ),
                 path=request.path,
+                device=environ.get("HTTP_USER_AGENT"),
             )
         except StoreUnavailable:
             store_unavailable(log, "session store unavailable while loading")

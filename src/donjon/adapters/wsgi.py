@@ -349,6 +349,7 @@ class SessionMiddleware:
                 binding=binding,
                 client=self.client_of(environ),
                 path=environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+                device=environ.get("HTTP_USER_AGENT"),
             )
         except StoreUnavailable:
             store_unavailable(log, "session store unavailable while loading")

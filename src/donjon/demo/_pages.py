@@ -365,8 +365,9 @@ def profile_body(
 <p class="regen">Cookie before login {before} <span class="arrow">→</span> now
 <code id="cookie-now">#{e(cookie_now)}</code></p>
 <p class="muted">Short SHA-256 hashes of the cookie values. Logging in gave the session a new id
-and a new cookie, and the record of the old id was deleted: a cookie known before login is
-worthless.
+and a new cookie, and the record of the old id was emptied: a cookie known before login is
+worthless (for a minute it is answered <code>unknown</code>, reason <code>superseded</code>,
+without clearing the cookie, so a request racing the login cannot log you out again).
 </p></section>"""
     return f"""{head}
 <div class="columns">
@@ -375,6 +376,13 @@ worthless.
 </div>
 {_anatomy(token) if token else ""}
 <section class="card"><h2>Session data</h2>{_data_rows(data)}</section>"""
+
+
+def _short_device(device: str | None) -> str:
+    """A device label cut to fit a table cell."""
+    if not device:
+        return "unknown"
+    return device if len(device) <= 60 else device[:59] + "…"
 
 
 # -- lab -------------------------------------------------------------------
@@ -599,7 +607,9 @@ def admin_body(
         rows = "".join(
             f'<tr data-session="{e(s.key[:12])}"><td><code>{e(s.key[:12])}…</code>'
             f"{you if s.key == own_key else ''}{dead if s.key in killed else ''}</td>"
-            f"<td>{e(s.session_class)}</td><td>{when(s.created_at, now)}</td>"
+            f"<td>{e(s.session_class)}</td>"
+            f'<td class="device">{e(_short_device(s.device))}</td>'
+            f"<td>{when(s.created_at, now)}</td>"
             f"<td>{when(s.last_seen, now)}</td><td>{when(s.expires_at, now)}</td>"
             f'<td><form method="post" action="/admin/revoke" class="inline">{csrf_field(csrf)}'
             f'<input type="hidden" name="key" value="{e(s.key)}">'
@@ -610,6 +620,7 @@ def admin_body(
         )
         table = (
             '<table class="sessions" id="sessions"><thead><tr><th>Record key</th><th>Class</th>'
+            '<th title="the User-Agent of the request that created the session">Device</th>'
             "<th>Created</th><th>Last seen</th>"
             '<th title="the store forgets the record then (idle or absolute timeout)">'
             "Record kept until</th><th></th></tr></thead>"

@@ -16,7 +16,7 @@ from ..errors import ConfigurationError
 from ..events import Events, VerdictEvent, printable
 from ..guard import Guard
 from ..session import Session
-from ..stores._base import Record, SessionInfo, Write
+from ..stores._base import DEVICE_FIELD, Record, SessionInfo, Write
 from ..stores.cookie import Sealed, SealedCodec
 
 if TYPE_CHECKING:
@@ -141,6 +141,21 @@ the cookie is not cleared (the browser may already hold the new one) and the
 guard does not count it."""
 
 
+DEVICE_LABEL_MAX: Final = 200
+"""The longest device label kept (characters of the User-Agent)."""
+
+
+def device_label(user_agent: str) -> str:
+    """A ``User-Agent`` made safe to store and show: printable ASCII, trimmed.
+
+    Other characters become ``?``; at most :data:`DEVICE_LABEL_MAX` characters.
+    """
+    text = user_agent[:DEVICE_LABEL_MAX]
+    if not text.isascii() or not text.isprintable():
+        text = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return text.strip()
+
+
 def session_ref(key: str) -> str:
     """A short, non-reversible reference to a record key, for logs."""
     return key[:12]
@@ -165,6 +180,7 @@ class EngineCore:
         "keyring",
         "max_sessions_per_user",
         "now",
+        "record_devices",
         "refresh_cookie",
         "rolling",
         "sealed",
@@ -189,6 +205,7 @@ class EngineCore:
         sealed: bool = False,
         two: TwoCredentials | None = None,
         max_sessions_per_user: int | None = None,
+        record_devices: bool = True,
     ) -> None:
         if default_class not in keyring.classes:
             raise ConfigurationError(
@@ -205,6 +222,8 @@ class EngineCore:
                     " list of a user's sessions"
                 )
         self.max_sessions_per_user = max_sessions_per_user
+        self.record_devices = record_devices
+        """Whether a new record keeps the device (User-Agent) of the request that made it."""
         """At most this many sessions per user: a login ends the least recently
         used others beyond it. ``None``: no limit."""
         self.keyring = keyring
@@ -376,6 +395,7 @@ class EngineCore:
             return self.fresh(result, verdict=Verdict.IDLE_EXPIRED), [Delete(key)]
         try:
             data = {k: json.loads(v) for k, v in record.fields.items()}
+            data.pop(DEVICE_FIELD, None)  # bookkeeping, not session data
         except (ValueError, TypeError):
             log.error(  # noqa: TRY400 - no traceback: the record, not the code, is at fault
                 "session record %s cannot be decoded; treated as missing", key[:12]
@@ -529,7 +549,7 @@ class EngineCore:
                 binding=REFRESH_PURPOSE,
                 now=now,
             )
-            fields = session.all_fields()
+            fields = self._new_fields(session)
             fields[REFRESH_FIELD] = str(round(now * 1000))  # the token's own rounding
             ops.append(
                 Write(
@@ -622,7 +642,11 @@ class EngineCore:
             return [Delete(key)], CLEAR_BOTH, Verdict.IDLE_EXPIRED, "idle"
         try:
             current = int(record.fields[REFRESH_FIELD])
-            data = {k: json.loads(v) for k, v in record.fields.items() if k != REFRESH_FIELD}
+            data = {
+                k: json.loads(v)
+                for k, v in record.fields.items()
+                if k != REFRESH_FIELD and k != DEVICE_FIELD
+            }
         except (KeyError, ValueError, TypeError):
             return [], CLEAR_BOTH, Verdict.UNKNOWN, "undecodable"
         presented = round((result.issued_at or 0) * 1000)
@@ -850,6 +874,15 @@ class EngineCore:
             return CLEAR if presented and session.reason is not SUPERSEDED else NOTHING
         return None
 
+    def _new_fields(self, session: Session) -> dict[str, str]:
+        """Every field of a new record: the session's keys, and its device label."""
+        fields = session.all_fields()
+        if self.record_devices and session.device:
+            label = device_label(session.device)
+            if label:
+                fields[DEVICE_FIELD] = json.dumps(label)
+        return fields
+
     def limits(self, session: Session, outcome: Outcome) -> bool:
         """Whether this commit (a login that went through) must enforce the limit."""
         return (
@@ -953,7 +986,7 @@ class EngineCore:
             ops.append(
                 Write(
                     key=record_key(sid),
-                    fields=session.all_fields(),
+                    fields=self._new_fields(session),
                     session_class=session.session_class,
                     user_id=session.user_id,
                     created_at=created,

@@ -33,6 +33,7 @@ def build_core(
     store: object = None,
     two: TwoCredentials | None = None,
     max_sessions_per_user: int | None = None,
+    record_devices: bool = True,
 ) -> EngineCore:
     """Check the options shared by both engine faces and build their logic."""
     return EngineCore(
@@ -50,4 +51,5 @@ def build_core(
         sealed=isinstance(store, CookieStore),
         two=two,
         max_sessions_per_user=max_sessions_per_user,
+        record_devices=record_devices,
     )

@@ -67,6 +67,7 @@ class AsyncEngine:
         guard: Guard | None = DEFAULT_GUARD,
         two_credentials: TwoCredentials | None = None,
         max_sessions_per_user: int | None = None,
+        record_devices: bool = True,
     ) -> None:
         self.core: EngineCore = build_core(
             keyring=keyring,
@@ -83,6 +84,7 @@ class AsyncEngine:
             store=store,
             two=two_credentials,
             max_sessions_per_user=max_sessions_per_user,
+            record_devices=record_devices,
         )
         self.store: AsyncStore = as_async(store)
 
@@ -134,8 +136,12 @@ class AsyncEngine:
         binding: bytes | str | None = None,
         client: str | None = None,
         path: str | None = None,
+        device: str | None = None,
     ) -> Session:
         """Return the session for a presented token (``None``: no cookie).
+
+        ``device``: the request's ``User-Agent``, recorded with a session
+        created by this request (see ``record_devices``).
 
         Never raises for anything the client sent. Raises
         :class:`~donjon.StoreUnavailable` when the store is down.
@@ -144,7 +150,9 @@ class AsyncEngine:
         guard = core.guard
         if guard is not None and guard.sync is not None:
             # A fleet guard may need an exchange first: the full flow.
-            return await self._flow_load(token, binding, client, path)
+            session = await self._flow_load(token, binding, client, path)
+            session.device = device
+            return session
         # The same steps as flows.load, awaited directly: no generator to
         # drive for the commonest requests (a bad cookie, one record read).
         started = time.perf_counter()
@@ -153,7 +161,9 @@ class AsyncEngine:
             client = guard.key_of(client)
         step = core.admit(token, binding, client, now)
         if step is None:  # the shared epochs are due: the full flow reads them
-            return await self._flow_load(token, binding, client, path)
+            session = await self._flow_load(token, binding, client, path)
+            session.device = device
+            return session
         if isinstance(step, VerifyResult):  # (not isinstance Session: an ABC check)
             try:
                 record = await self.store.load(record_key(step.session_id or ""))
@@ -163,7 +173,9 @@ class AsyncEngine:
             step, ops = core.from_record(step, flows.token_text(token), record, now)
             if ops:
                 await self._ops(ops, "load")
-        return core.finish(step, client=client, path=path, now=now, started=started)
+        session = core.finish(step, client=client, path=path, now=now, started=started)
+        session.device = device
+        return session
 
     async def _flow_load(
         self,

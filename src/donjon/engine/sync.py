@@ -59,6 +59,10 @@ class Engine:
             other sessions beyond it (they become UNKNOWN). Best effort: a
             store failure while trimming is logged, and the login stands.
             ``None`` (default): no limit. Needs a server-side store.
+        record_devices: Keep, with each new record, the device it was made
+            on (the ``User-Agent`` the adapter passes to :meth:`load`, at
+            most 200 printable characters), so ``sessions_of`` can show it
+            (ASVS 3.3.4). ``False``: no device is ever stored.
 
     Raises:
         ConfigurationError: A bad option (raised here, at start-up).
@@ -81,6 +85,7 @@ class Engine:
         guard: Guard | None = DEFAULT_GUARD,
         two_credentials: TwoCredentials | None = None,
         max_sessions_per_user: int | None = None,
+        record_devices: bool = True,
     ) -> None:
         self.core: EngineCore = build_core(
             keyring=keyring,
@@ -97,6 +102,7 @@ class Engine:
             store=store,
             two=two_credentials,
             max_sessions_per_user=max_sessions_per_user,
+            record_devices=record_devices,
         )
         self.store = store
 
@@ -145,14 +151,20 @@ class Engine:
         binding: bytes | str | None = None,
         client: str | None = None,
         path: str | None = None,
+        device: str | None = None,
     ) -> Session:
         """Return the session for a presented token (``None``: no cookie).
+
+        ``device``: the request's ``User-Agent``, recorded with a session
+        created by this request (see ``record_devices``).
 
         Never raises for anything the client sent. Raises
         :class:`~donjon.StoreUnavailable` when the store is down.
         """
         flow = flows.load(self.core, token, binding=binding, client=client, path=path)
-        return self._drive(flow, "load")  # type: ignore[no-any-return]
+        session: Session = self._drive(flow, "load")
+        session.device = device
+        return session
 
     def commit(
         self, session: Session, *, presented: bool, binding: bytes | str | None = None

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
+    "DEVICE_FIELD",
     "AsyncStore",
     "Record",
     "SessionInfo",
@@ -14,6 +16,22 @@ __all__ = [
     "Write",
     "as_async",
 ]
+
+
+DEVICE_FIELD: Final = "__donjon_device"
+"""Reserved record field: the device a session was created on (JSON text of a
+str, like every field), shown by ``sessions_of``; never session data."""
+
+
+def device_of(text: str | bytes | None) -> str | None:
+    """Decode a stored :data:`DEVICE_FIELD` value; ``None`` when absent or not a str."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 class Record(NamedTuple):
@@ -68,6 +86,9 @@ class SessionInfo:
     created_at: float
     last_seen: float
     expires_at: float
+    device: str | None = None
+    """The device the session was created on (its browser's ``User-Agent``,
+    trimmed), when the engine recorded it; for the user to recognise it."""
 
 
 class Store(Protocol):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, final
 
 from ..core import SystemClock
 from ..errors import ConfigurationError
-from ._base import Record, SessionInfo, Write
+from ._base import DEVICE_FIELD, Record, SessionInfo, Write, device_of
 
 if TYPE_CHECKING:
     from ..typing import Clock
@@ -152,6 +152,7 @@ class MemoryStore:
                             created_at=e.created_at,
                             last_seen=e.last_seen,
                             expires_at=e.expires_at,
+                            device=device_of(e.fields.get(DEVICE_FIELD)),
                         )
                     )
             return sorted(out, key=lambda i: i.created_at)

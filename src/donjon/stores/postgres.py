@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 
 from ..core import SystemClock
 from ..errors import ConfigurationError, MissingDependency, StoreError, StoreUnavailable
-from ._base import Record, SessionInfo, Write
+from ._base import Record, SessionInfo, Write, device_of
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
@@ -132,8 +132,8 @@ _SQL: Final = {
     "delete": "DELETE FROM {sessions} WHERE key = %s",
     "touch": "UPDATE {sessions} SET last_seen = GREATEST(last_seen, %s), expires_at = %s"
     " WHERE key = %s AND expires_at > %s",
-    "sessions_of": "SELECT key, session_class, user_id, created_at, last_seen, expires_at"
-    " FROM {sessions}"
+    "sessions_of": "SELECT key, session_class, user_id, created_at, last_seen, expires_at,"
+    " data ->> '__donjon_device' FROM {sessions}"
     " WHERE user_id = %s AND expires_at > %s ORDER BY created_at, key",
     "revoke_user": "WITH gone AS (DELETE FROM {sessions} WHERE user_id = %s"
     " RETURNING expires_at) SELECT count(*) FILTER (WHERE expires_at > %s) FROM gone",
@@ -283,8 +283,9 @@ def _infos(rows: list[_Row]) -> list[SessionInfo]:
             created_at=float(created),
             last_seen=float(seen),
             expires_at=float(expires),
+            device=device_of(device),
         )
-        for key, cls, user, created, seen, expires in rows
+        for key, cls, user, created, seen, expires, device in rows
     ]
 
 

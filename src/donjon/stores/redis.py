@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar, final
 
 from ..core import SystemClock
 from ..errors import ConfigurationError, MissingDependency, StoreUnavailable
-from ._base import Record, SessionInfo, Write
+from ._base import DEVICE_FIELD, Record, SessionInfo, Write, device_of
 from ._resp import ConnectionLostError, ReplyError, RespClient, RespConnectionError
 
 if TYPE_CHECKING:
@@ -230,6 +230,7 @@ _REVOKE: Final = _Script.of(_REVOKE_LUA)
 _RAISE_EPOCH: Final = _Script.of(_RAISE_EPOCH_LUA)
 
 _META: Final = ("class", "user", "uh", "created", "seen", "expires")
+_DEVICE: Final = "d:" + DEVICE_FIELD
 _SHARDS: Final = tuple(f"{i:02x}" for i in range(256))
 _SHARD_SET: Final = frozenset(_SHARDS)
 
@@ -458,7 +459,7 @@ class _Logic:
         members = yield from self._members(uh)
         if not members:
             return []
-        metas = yield [_cmd("HMGET", self.session_key(k), *_META) for _, k in members]
+        metas = yield [_cmd("HMGET", self.session_key(k), *_META, _DEVICE) for _, k in members]
         now = self.clock.time()
         out: list[SessionInfo] = []
         stale: dict[str, list[str]] = {}
@@ -471,7 +472,7 @@ class _Logic:
                 stale.setdefault(shard, []).append(key)
                 continue
             try:
-                cls, user, muh, created, seen, expires = (
+                cls, user, muh, created, seen, expires, device = (
                     None if v is None else _text(v) for v in meta
                 )
                 if muh != uh or user is None:
@@ -484,6 +485,7 @@ class _Logic:
                     created_at=float(_text(created)),
                     last_seen=float(_text(seen)),
                     expires_at=float(_text(expires)),
+                    device=device_of(device),
                 )
             except ValueError:
                 _corrupt("session record %s in Redis is corrupt; not listed", key)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final, final
 
 from ..core import SystemClock
 from ..errors import ConfigurationError, StoreUnavailable
-from ._base import Record, SessionInfo, Write
+from ._base import DEVICE_FIELD, Record, SessionInfo, Write, device_of
 
 if TYPE_CHECKING:
     from ..typing import Clock
@@ -265,9 +265,11 @@ class SQLiteStore:
 
     def sessions_of(self, user_id: str) -> list[SessionInfo]:
         rows = self._read(
-            "SELECT key, session_class, user_id, created_at, last_seen, expires_at"
-            " FROM donjon_sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at",
-            (user_id, self._clock.time()),
+            "SELECT s.key, s.session_class, s.user_id, s.created_at, s.last_seen,"
+            " s.expires_at, f.value FROM donjon_sessions s"
+            " LEFT JOIN donjon_fields f ON f.key = s.key AND f.name = ?"
+            " WHERE s.user_id = ? AND s.expires_at > ? ORDER BY s.created_at",
+            (DEVICE_FIELD, user_id, self._clock.time()),
         )
         return [
             SessionInfo(
@@ -277,6 +279,7 @@ class SQLiteStore:
                 created_at=float(r[3]),  # type: ignore[arg-type]
                 last_seen=float(r[4]),  # type: ignore[arg-type]
                 expires_at=float(r[5]),  # type: ignore[arg-type]
+                device=device_of(r[6]),  # type: ignore[arg-type]
             )
             for r in rows
         ]

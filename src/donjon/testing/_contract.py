@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..stores._base import AsyncStore, Record, Store, Write
+from ..stores._base import DEVICE_FIELD, AsyncStore, Record, Store, Write
 
 __all__ = ["check_async_store", "check_store"]
 
@@ -139,13 +139,16 @@ async def _async_contract(store: AsyncStore) -> None:
     a1, a2, a3, b1 = (_key(n) for n in ("a1", "a2", "a3", "b1"))
     await store.write(_write(a1, {"x": "1"}, user_id=alice))
     await store.write(_write(a2, {"x": "2"}, user_id=alice, session_class="admin"))
-    await store.write(_write(b1, {"x": "3"}, user_id=bob))
+    await store.write(_write(b1, {"x": "3", DEVICE_FIELD: '"Firefox \\u00e9"'}, user_id=bob))
     await store.write(_write(a3, {"x": "4"}))
     await store.write(_write(a3, {}, user_id=alice, create=False))  # login after the fact
     listed = await store.sessions_of(alice)
     assert {i.key for i in listed} == {a1, a2, a3}, "sessions_of must list the user's sessions"
     assert {i.session_class for i in listed} == {"user", "admin"}
     assert all(i.user_id == alice for i in listed)
+    assert all(i.device is None for i in listed), "no device field: no device"
+    [listed_b1] = await store.sessions_of(bob)
+    assert listed_b1.device == "Firefox \u00e9", "sessions_of must show the device field"
     await store.delete(a1)
     assert {i.key for i in await store.sessions_of(alice)} == {a2, a3}, (
         "a deleted session must leave the user's listing"
