@@ -298,10 +298,11 @@ class Session(MutableMapping[str, "JSONValue"]):
     def regenerate(self) -> None:
         """Give the session a new id and token at commit, keeping its data.
 
-        The old id dies at once (at commit, its record is emptied and left for
-        a minute as a marker, so a request racing the change gets a fresh
-        session without clearing the new cookie): call this on login and on
-        any change of privilege, against session fixation.
+        The old id dies at once (at commit its record is deleted; a marker
+        says for a minute that it was superseded, so a request racing the
+        change gets a fresh session without clearing the new cookie): call
+        this on login and on any change of privilege, against session
+        fixation.
         """
         if self.id is not None and not self._regenerated:
             self.previous_id = self.id
@@ -399,14 +400,6 @@ class Session(MutableMapping[str, "JSONValue"]):
             for k in self.dirty_keys():
                 out[k] = _text(k, data[k])
         return out, frozenset(self._deleted) if self._deleted else _NO_KEYS
-
-    def loaded_keys(self) -> frozenset[str]:
-        """Return the keys the stored record held when the session was loaded.
-
-        Not changed by this request's edits (an id regeneration empties the
-        old record of exactly these). Empty for a new or sealed session.
-        """
-        return frozenset(self._raw)
 
     def all_fields(self) -> dict[str, str]:
         """Return every key as JSON text (for a full write of a new record)."""

@@ -23,6 +23,7 @@ from django.conf import settings
 
 from donjon import KeyRing, Verdict
 from donjon.config import CookiePolicy
+from donjon.core._ids import record_key
 from donjon.engine import AsyncEngine, Engine
 from donjon.session import Session
 from donjon.stores import MemoryStore
@@ -522,6 +523,22 @@ def test_auth_login_switching_users_gives_a_new_session() -> None:
     # Logging in again as the same user keeps the session, as in Django.
     assert morsel(client.get("/auth/login/bob")) is None
     assert client.get("/auth/who").json() == {"user": "bob"}
+
+
+@pytest.mark.usefixtures("auth_settings")
+def test_auth_login_makes_the_donjon_user(engine: Engine) -> None:
+    """django.contrib.auth's login() is a donjon login: "log out everywhere",
+    the session listing and the session limit work for Django's users."""
+    alice_pk = str(User.objects.get(username="alice").pk)
+    first, second = Client(), Client()
+    t1 = token_of(first.get("/auth/login/alice"))
+    t2 = token_of(second.get("/auth/login/alice"))
+    assert {i.key for i in engine.sessions_of(alice_pk)} == {
+        record_key(t.split(".")[3]) for t in (t1, t2)
+    }
+    assert engine.revoke_user(alice_pk) == 2
+    assert first.get("/auth/who").json() == {"user": None}
+    assert second.get("/auth/who").json() == {"user": None}
 
 
 @pytest.mark.usefixtures("auth_settings")

@@ -13,7 +13,7 @@ from donjon import ConfigurationError, KeyRing, StoreUnavailable, Verdict
 from donjon.config import Timeouts
 from donjon.core._ids import record_key
 from donjon.engine import AsyncEngine, Engine
-from donjon.engine._logic import MOVED_FIELD, MOVED_GRACE, NOTHING
+from donjon.engine._logic import MOVED_FIELD, MOVED_GRACE, NOTHING, moved_key
 from donjon.events import VerdictEvent
 from donjon.guard import Guard, GuardPolicy
 from donjon.stores import MemoryStore, SQLiteStore, Write
@@ -214,12 +214,40 @@ def test_a_request_that_loaded_before_a_regeneration_cannot_revive_the_old_id(
     s.regenerate()
     assert engine.commit(s, presented=True).token is not None
     early["n"] = 99
-    # Its write lands on the marker: lost, as it was bound to be, and the
+    # Its write finds no record: lost, as it was bound to be, and the
     # response leaves the cookie alone (the browser holds the new one).
     assert engine.commit(early, presented=True) is NOTHING
     stale = engine.load(token)
     assert stale.verdict is Verdict.UNKNOWN and stale.reason == "superseded"
     assert stale.get("n") is None and stale.user_id is None
+    assert [i.user_id for i in engine.sessions_of("bob")] == ["bob"], "no ghost is listed"
+
+
+def test_a_racing_touch_does_not_stretch_the_marker(
+    engine: Engine, clock: FrozenClock, store: Any
+) -> None:
+    token = login(engine, "bob")
+    clock.advance(120)  # the last-seen refresh is due
+    early = engine.load(token)
+    s = engine.load(token)
+    s.regenerate()
+    engine.commit(s, presented=True)
+    assert engine.commit(early, presented=True) is NOTHING  # its touch finds no record
+    clock.advance(MOVED_GRACE + 1)
+    late = engine.load(token)
+    assert late.verdict is Verdict.UNKNOWN and late.reason != "superseded"
+    assert engine.commit(late, presented=True).clear
+
+
+def test_a_logout_racing_a_request_still_clears_its_cookie(engine: Engine) -> None:
+    token = login(engine, "bob")
+    early = engine.load(token)
+    s = engine.load(token)
+    s.logout()
+    engine.commit(s, presented=True)
+    early["n"] = 1
+    out = engine.commit(early, presented=True)
+    assert out.interrupted and out.clear, "no marker: a logout is not a regeneration"
 
 
 def test_destroy_deletes_record_and_clears_cookie(engine: Engine) -> None:
@@ -762,14 +790,14 @@ async def test_the_async_direct_path_reports_store_errors(
 
 
 class _SlowWrites:
-    """An async face over a MemoryStore whose writes take 50 ms (an update may fail)."""
+    """An async face over a MemoryStore whose writes take 50 ms (a delete may fail)."""
 
-    def __init__(self, inner: MemoryStore, *, update_fails: bool = False) -> None:
+    def __init__(self, inner: MemoryStore, *, delete_fails: bool = False) -> None:
         from donjon.stores import as_async
 
         self.inner = inner
         self.face = as_async(inner)
-        self.update_fails = update_fails
+        self.delete_fails = delete_fails
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.face, name)
@@ -777,10 +805,13 @@ class _SlowWrites:
     async def write(self, write: Write) -> bool:
         import asyncio
 
-        if self.update_fails and not write.create:
-            raise StoreUnavailable("down")
         await asyncio.sleep(0.05)
         return self.inner.write(write)
+
+    async def delete(self, key: str) -> bool:
+        if self.delete_fails:
+            raise StoreUnavailable("down")
+        return self.inner.delete(key)
 
 
 async def _cancel_a_login_commit(engine: AsyncEngine, user: str) -> str:
@@ -812,9 +843,10 @@ async def test_a_cancelled_login_commit_still_moves_the_session(
     store = _SlowWrites(inner)
     engine = AsyncEngine(keyring=ring, store=store, clock=clock, guard=None)  # type: ignore[arg-type]
     token = await _cancel_a_login_commit(engine, "alice")
-    old = inner.load(record_key(token.split(".")[3]))
-    assert old is not None
-    assert dict(old.fields) == {MOVED_FIELD: "1"}, "the old record became a marker"
+    old_id = token.split(".")[3]
+    assert inner.load(record_key(old_id)) is None, "the old record went"
+    marker = inner.load(moved_key(old_id))
+    assert marker is not None and dict(marker.fields) == {MOVED_FIELD: "1"}
     assert len(inner.sessions_of("alice")) == 1
 
 
@@ -831,7 +863,7 @@ async def test_a_failure_after_a_cancelled_commit_is_reported(
 
     engine = AsyncEngine(
         keyring=ring,
-        store=_SlowWrites(MemoryStore(clock=clock), update_fails=True),  # type: ignore[arg-type]
+        store=_SlowWrites(MemoryStore(clock=clock), delete_fails=True),  # type: ignore[arg-type]
         clock=clock,
         guard=None,
         events=[Hook()],
@@ -873,7 +905,10 @@ def test_a_limit_of_one_keeps_only_the_latest_login(
     ring: KeyRing, store: Any, clock: FrozenClock
 ) -> None:
     engine = _limited(ring, store, clock, 1)
-    tokens = [login(engine, "alice") for _ in range(3)]
+    tokens = []
+    for _ in range(3):
+        tokens.append(login(engine, "alice"))
+        clock.advance(60)
     assert [engine.load(t).verdict for t in tokens] == [
         Verdict.UNKNOWN,
         Verdict.UNKNOWN,
@@ -920,6 +955,7 @@ async def test_the_async_engine_enforces_the_limit_and_survives_a_failing_listin
         return out.token
 
     first = await alogin()
+    clock.advance(60)
     second = await alogin()
     assert (await engine.load(first)).verdict is Verdict.UNKNOWN
     assert (await engine.load(second)).verdict is Verdict.VALID
@@ -982,3 +1018,26 @@ async def test_the_async_engine_keeps_the_device(ring: KeyRing, clock: FrozenClo
     await engine.commit(s, presented=False)
     [info] = await engine.sessions_of("dave")
     assert info.device == FIREFOX
+
+
+async def test_two_logins_racing_each_other_both_stand(ring: KeyRing, clock: FrozenClock) -> None:
+    """Each login lists the other's brand-new session: neither may end it."""
+    import asyncio
+
+    engine = AsyncEngine(
+        keyring=ring, store=MemoryStore(clock=clock), clock=clock, max_sessions_per_user=1
+    )
+    old = await engine.load(None)
+    old.login("alice")
+    first = (await engine.commit(old, presented=False)).token
+    clock.advance(60)
+
+    async def alogin() -> str | None:
+        s = await engine.load(None)
+        s.login("alice")
+        return (await engine.commit(s, presented=False)).token
+
+    a, b = await asyncio.gather(alogin(), alogin())
+    assert (await engine.load(a)).verdict is Verdict.VALID
+    assert (await engine.load(b)).verdict is Verdict.VALID
+    assert (await engine.load(first)).verdict is Verdict.UNKNOWN, "the old one still goes"

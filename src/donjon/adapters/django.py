@@ -68,6 +68,9 @@ log = logging.getLogger("donjon.adapters")
 
 _EXPIRED: Final = "Thu, 01 Jan 1970 00:00:00 GMT"
 
+_AUTH_USER_KEY: Final = "_auth_user_id"
+"""Where ``django.contrib.auth`` keeps the logged-in user's id (its ``SESSION_KEY``)."""
+
 _ASYNC_ENGINE: Final = (
     "DONJON_ENGINE={value} gives an AsyncEngine; Django's middleware runs the "
     "synchronous donjon.engine.Engine"
@@ -169,8 +172,12 @@ class DjangoSession(SessionView):
     ``set_expiry()`` raises :class:`NotImplementedError`: timeouts are the
     engine's; so does ``save()``: the middleware commits the session with
     the response. ``login()``/``logout()`` set and end donjon's ``user_id``
-    (used by "log out everywhere"); Django's auth keys are ordinary session
-    keys.
+    (used by "log out everywhere", ``sessions_of`` and
+    ``max_sessions_per_user``). So does ``django.contrib.auth``: when its
+    ``login()`` stores the user's id in the session (``_auth_user_id``),
+    donjon's ``user_id`` becomes that id as text (a donjon login: the id is
+    regenerated, the absolute timeout starts again); its ``logout()``
+    flushes the session.
     """
 
     TEST_COOKIE_NAME: Final = "testcookie"
@@ -184,6 +191,15 @@ class DjangoSession(SessionView):
     def session_key(self) -> str | None:
         """The session record's id, or ``None`` for a session not saved yet."""
         return self.donjon.id
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        if key == _AUTH_USER_KEY and value is not None:
+            # Set by django.contrib.auth's login(). Logging in again as the
+            # same user keeps the session, as Django does.
+            user = str(value)
+            if user and user != self.donjon.user_id:
+                self.donjon.login(user)
 
     def cycle_key(self) -> None:
         """Give the session a new id at commit, keeping its data (as Django's)."""

@@ -20,11 +20,13 @@ from ..session import Session
 from ._logic import (
     CLEAR_BOTH,
     INTERRUPTED,
+    NOTHING,
     REFRESH_PURPOSE,
     Delete,
     EngineCore,
     Op,
     Outcome,
+    moved_key,
 )
 
 __all__ = [
@@ -103,10 +105,14 @@ def load(
         core.apply_epochs((yield ReadEpochs()), now)
         step = core.admit(token, binding, client, now, epochs_read=True)
     if isinstance(step, VerifyResult):
-        record = yield ReadRecord(record_key(step.session_id or ""))
-        session, ops = core.from_record(step, token_text(token), record, now)
-        if ops:
-            yield RunOps(ops)
+        sid = step.session_id or ""
+        record = yield ReadRecord(record_key(sid))
+        if record is None:  # was it regenerated moments ago?
+            session = core.missing(step, (yield ReadRecord(moved_key(sid))))
+        else:
+            session, ops = core.from_record(step, token_text(token), record, now)
+            if ops:
+                yield RunOps(ops)
     elif step is None:  # pragma: no cover - admit() never asks again after epochs_read
         session = core.fresh(None, verdict=Verdict.UNKNOWN)
     else:
@@ -128,6 +134,9 @@ def commit(
     old_id = session.id
     ops, outcome = core.settle(session, presented=presented, binding=binding, now=core.now())
     if ops and not (yield RunOps(ops)):
+        probe = core.moved_probe(session)
+        if probe is not None and core.is_marker((yield ReadRecord(probe))):
+            return NOTHING  # an update that raced a regeneration: dropped quietly
         return INTERRUPTED
     core.audit(session, old_id, outcome)
     return outcome

@@ -52,12 +52,13 @@ class Delete:
     key: str
     undo: str | None = None
     marker: Write | None = None
-    """Set by an id regeneration: instead of deleting the record, overwrite it
-    with this short-lived "moved" marker (no data, no user). A request that
-    raced the regeneration with the old cookie then learns that its cookie was
-    superseded, rather than telling the browser to clear the cookie it may by
-    now hold anew. Whether the record was still there is the marker write's
-    answer (an update never brings back a vanished record)."""
+    """Set by an id regeneration: once the record is deleted, create this
+    short-lived "moved" marker under the old id's :func:`moved_key` (no data,
+    no user: a record of its own, so no update or touch of the old record can
+    land on it). A request that raced the regeneration with the old cookie
+    then learns that its cookie was superseded, rather than telling the
+    browser to clear the cookie it may by now hold anew. Best effort: a
+    marker that cannot be written is logged, and the regeneration stands."""
 
 
 @final
@@ -135,6 +136,19 @@ MOVED_FIELD: Final = "__donjon_moved"
 """Reserved record field: the record is the marker an id regeneration left."""
 MOVED_GRACE: Final = 60.0
 """Seconds a regenerated-away id stays recognisable as such (its marker's life)."""
+LIMIT_GRACE: Final = 10.0
+"""Seconds during which a new session is never ended by another login's limit."""
+_MOVED_SUFFIX: Final = "\x00moved"
+
+
+def moved_key(session_id: str) -> str:
+    """The store key of the marker a regeneration leaves for ``session_id``.
+
+    No session id contains NUL, so it never names a real session's record.
+    """
+    return record_key(session_id + _MOVED_SUFFIX)
+
+
 SUPERSEDED: Final = "superseded"
 """The reason of an UNKNOWN verdict for the old cookie of a regenerated session:
 the cookie is not cleared (the browser may already hold the new one) and the
@@ -378,12 +392,6 @@ class EngineCore:
         key = record_key(sid)
         if record is None:
             return self.fresh(result, verdict=Verdict.UNKNOWN), []
-        if MOVED_FIELD in record.fields:
-            # The id was regenerated moments ago (a request racing a login):
-            # nothing of the old session is served, the cookie is left alone.
-            session = self.fresh(result, verdict=Verdict.UNKNOWN)
-            session.reason = SUPERSEDED
-            return session, []
         if record.session_class != result.session_class:
             # Never adopt a record under another class's keys.
             return self.fresh(result, verdict=Verdict.UNKNOWN), []
@@ -418,6 +426,36 @@ class EngineCore:
             # Signed with an older key still in its grace period: re-sign it.
             session.reissue()
         return session, []
+
+    def missing(self, result: VerifyResult, marker: Record | None) -> Session:
+        """The session of a signature-valid token whose record is gone (step 7).
+
+        ``marker``: what the store holds at the id's :func:`moved_key`. With
+        a marker, the id was regenerated moments ago (a request racing a
+        login): UNKNOWN with reason ``superseded``, and the cookie is left
+        alone. Either way nothing of the old session is served.
+        """
+        session = self.fresh(result, verdict=Verdict.UNKNOWN)
+        if marker is not None and MOVED_FIELD in marker.fields:
+            session.reason = SUPERSEDED
+        return session
+
+    @staticmethod
+    def moved_probe(session: Session) -> str | None:
+        """After a commit found its record gone: the marker key to look for, if any.
+
+        Only for a plain update of an existing session (a request that loaded
+        the session before a regeneration moved it): with a marker there, the
+        update is dropped without clearing the cookie.
+        """
+        if session.id is None or session.life_changed:
+            return None
+        return moved_key(session.id)
+
+    @staticmethod
+    def is_marker(record: Record | None) -> bool:
+        """Whether a record read at a :func:`moved_key` is a regeneration's marker."""
+        return record is not None and MOVED_FIELD in record.fields
 
     @staticmethod
     def _killed(ck: ClassKeys | None, created_at: float) -> bool:
@@ -893,11 +931,13 @@ class EngineCore:
             and session.id is not None
         )
 
-    def excess(self, session: Session, infos: list[SessionInfo]) -> list[str]:
+    def excess(self, session: Session, infos: list[SessionInfo], now: float) -> list[str]:
         """The record keys to end so the user keeps ``max_sessions_per_user`` sessions.
 
         The session just logged in stays; of the others, the most recently
-        used stay and the rest go.
+        used stay and the rest go. Sessions created in the last
+        :data:`LIMIT_GRACE` seconds are spared: two logins racing each other
+        must not end each other (the next login trims what they left).
         """
         limit = self.max_sessions_per_user
         if limit is None or session.id is None:
@@ -906,7 +946,7 @@ class EngineCore:
         others = sorted(
             (i for i in infos if i.key != keep), key=lambda i: i.last_seen, reverse=True
         )
-        return [i.key for i in others[limit - 1 :]]
+        return [i.key for i in others[limit - 1 :] if i.created_at < now - LIMIT_GRACE]
 
     def audit_limit(self, session: Session, ended: int) -> None:
         """Record the sessions a login ended for being over the limit."""
@@ -919,22 +959,21 @@ class EngineCore:
             )
 
     @staticmethod
-    def _moved(session: Session, key: str, now: float) -> Write:
-        """The marker that replaces a regenerated-away record for :data:`MOVED_GRACE` s.
+    def _moved(session_id: str, session_class: str, now: float) -> Write:
+        """The marker a regeneration leaves for the old id, for :data:`MOVED_GRACE` s.
 
-        Only the marker field, no user (the record leaves the user's index)
-        and none of the old data: nothing of the old session can be served.
+        Only the marker field: no data and no user, so nothing of the old
+        session can be served or listed.
         """
         return Write(
-            key=key,
+            key=moved_key(session_id),
             fields={MOVED_FIELD: "1"},
-            deleted=session.loaded_keys() - {MOVED_FIELD},
-            session_class=session.session_class,
+            session_class=session_class,
             user_id=None,
             created_at=now,
             last_seen=now,
             expires_at=now + MOVED_GRACE,
-            create=False,
+            create=True,
         )
 
     @staticmethod
@@ -964,7 +1003,8 @@ class EngineCore:
             now: The commit time.
         """
         ops: list[Op] = []
-        old_key = record_key(session.id) if session.id is not None else None
+        old_id = session.id
+        old_key = record_key(old_id) if old_id is not None else None
         if session.reason is SUPERSEDED:
             presented = False  # the browser may hold the new cookie by now
         destroyed = session.destroyed
@@ -998,9 +1038,8 @@ class EngineCore:
             if session.regenerated and old_key is not None and not destroyed:
                 # Written first, deleted second: a store failure in between
                 # leaves the old session alive, never the user with none.
-                ops.append(
-                    Delete(old_key, undo=record_key(sid), marker=self._moved(session, old_key, now))
-                )
+                marker = self._moved(old_id or "", session.session_class, now)
+                ops.append(Delete(old_key, undo=record_key(sid), marker=marker))
             session.id, session.created_at, session.last_seen = sid, created, now
             session.expires_at = absolute_at
             return ops, self._issue(session, sid, absolute_at, now, binding)

@@ -13,9 +13,19 @@ from ..core._ids import record_key
 from ..errors import StoreUnavailable
 from ..events import printable
 from ..session import Session
-from ..stores._base import AsyncStore, SessionInfo, Store, Write, as_async
+from ..stores._base import AsyncStore, Record, SessionInfo, Store, Write, as_async
 from . import _flows as flows
-from ._logic import INTERRUPTED, Delete, EngineCore, Op, Outcome, audit_log, session_ref
+from ._logic import (
+    INTERRUPTED,
+    NOTHING,
+    Delete,
+    EngineCore,
+    Op,
+    Outcome,
+    audit_log,
+    moved_key,
+    session_ref,
+)
 from ._options import DEFAULT_GUARD, build_core
 
 if TYPE_CHECKING:
@@ -165,15 +175,22 @@ class AsyncEngine:
             session.device = device
             return session
         if isinstance(step, VerifyResult):  # (not isinstance Session: an ABC check)
+            sid = step.session_id or ""
             try:
-                record = await self.store.load(record_key(step.session_id or ""))
+                record = await self.store.load(record_key(sid))
+                marker = None if record is not None else await self.store.load(moved_key(sid))
             except StoreUnavailable:
                 core.events.store_error("load")
                 raise
-            step, ops = core.from_record(step, flows.token_text(token), record, now)
-            if ops:
-                await self._ops(ops, "load")
-        session = core.finish(step, client=client, path=path, now=now, started=started)
+            if record is None:  # gone; regenerated moments ago if a marker is there
+                session = core.missing(step, marker)
+            else:
+                session, ops = core.from_record(step, flows.token_text(token), record, now)
+                if ops:
+                    await self._ops(ops, "load")
+        else:
+            session = step
+        session = core.finish(session, client=client, path=path, now=now, started=started)
         session.device = device
         return session
 
@@ -202,6 +219,9 @@ class AsyncEngine:
         old_id = session.id
         ops, outcome = core.settle(session, presented=presented, binding=binding, now=core.now())
         if ops and not await self._ops(ops, "commit"):
+            probe = core.moved_probe(session)
+            if probe is not None and core.is_marker(await self._read(probe, "commit")):
+                return NOTHING  # an update that raced a regeneration: dropped quietly
             return INTERRUPTED
         if session.life_changed:
             core.audit(session, old_id, outcome)
@@ -213,7 +233,7 @@ class AsyncEngine:
         """End the user's sessions beyond ``max_sessions_per_user`` (best effort)."""
         user = session.user_id or ""
         try:
-            keys = self.core.excess(session, await self.store.sessions_of(user))
+            keys = self.core.excess(session, await self.store.sessions_of(user), self.core.now())
             ended = 0
             for key in keys:
                 ended += await self.store.delete(key) is not False
@@ -234,6 +254,14 @@ class AsyncEngine:
         if ops:
             await self._ops(ops, "commit")
         return outcome
+
+    async def _read(self, key: str, operation: str) -> Record | None:
+        """``store.load``, telling the hooks when the store fails."""
+        try:
+            return await self.store.load(key)
+        except StoreUnavailable:
+            self.core.events.store_error(operation)
+            raise
 
     async def _run(self, flow: flows.Flow, request: flows.Request, operation: str) -> Any:
         store = self.store
@@ -271,7 +299,7 @@ class AsyncEngine:
         Stops at a write that found no place (an update of a vanished record,
         a create over a live one); a :class:`Delete` with ``undo`` whose
         record is gone deletes ``undo`` too. A :class:`Delete` with a
-        ``marker`` writes the marker in place of the record.
+        ``marker`` writes it afterwards (best effort).
         """
         store = self.store
         for op in ops:
@@ -279,13 +307,14 @@ class AsyncEngine:
                 if not await store.write(op):
                     return False
             elif isinstance(op, Delete):
-                if op.marker is not None:
-                    found = await store.write(op.marker)
-                else:
-                    found = await store.delete(op.key) is not False
-                if not found and op.undo is not None:
+                if await store.delete(op.key) is False and op.undo is not None:
                     await store.delete(op.undo)
                     return False
+                if op.marker is not None:
+                    try:
+                        await store.write(op.marker)
+                    except StoreUnavailable:
+                        log.warning("regeneration marker not written: store unavailable")
             else:
                 await store.touch(op.key, last_seen=op.last_seen, expires_at=op.expires_at)
         return True

@@ -183,7 +183,7 @@ class Engine:
         """End the user's sessions beyond ``max_sessions_per_user`` (best effort)."""
         user = session.user_id or ""
         try:
-            keys = self.core.excess(session, self.store.sessions_of(user))
+            keys = self.core.excess(session, self.store.sessions_of(user), self.core.now())
             ended = sum(self.store.delete(key) is not False for key in keys)
         except StoreUnavailable:
             log.warning(
@@ -235,13 +235,14 @@ class Engine:
                 if not store.write(op):
                     return False  # nothing after a write that found no place
             elif isinstance(op, Delete):
-                if op.marker is not None:
-                    found = store.write(op.marker)
-                else:
-                    found = store.delete(op.key) is not False
-                if not found and op.undo is not None:
+                if store.delete(op.key) is False and op.undo is not None:
                     store.delete(op.undo)
                     return False
+                if op.marker is not None:
+                    try:
+                        store.write(op.marker)
+                    except StoreUnavailable:
+                        log.warning("regeneration marker not written: store unavailable")
             else:
                 store.touch(op.key, last_seen=op.last_seen, expires_at=op.expires_at)
         return True
